@@ -1,0 +1,303 @@
+"""The extractive answerer: 1–3 sentences quoted from the top passages, each with its [n].
+
+Faithful by construction (every word is the documents'), so its work is choosing well:
+sentences are scored by embedding similarity to the question, IDF-weighted overlap with
+the question's content words, and the rank of their passage; headings and sentences that
+only restate the question are penalised; a sentence must contain the *kind* of fact the
+question asks for (a number, a date, a day, a percentage, a name) or it cannot answer it.
+Further sentences are added when they cover parts of the question the first did not.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..chunking import split_sentences
+from ..types import Hit
+
+STOPWORDS = frozenset(
+    """a about above after again against all also am an and any are as at be because been
+    before being below between both but by can could did do does doing down during each
+    few for from further had has have having he her here hers herself him himself his how i
+    if in into is it its itself just me more most my myself no nor not now of off on once
+    only or other our ours ourselves out over own same she should so some such than that the
+    their theirs them themselves then there these they this those through to too under until
+    up very was we were what when where which while who whom whose why will with would you
+    your yours yourself yourselves according document documents text say says said tell
+    told mention mentioned describe described give given one ones did does do
+    make made get got use used way ways""".split()
+)
+
+_WORD = re.compile(r"[\w$€£¥%]+(?:[.'’-][\w]+)*", re.U)
+_NUMBER = re.compile(r"(?<![\w.])(?:[$€£¥]\s?)?\d[\d,.]*(?:\s?(?:%|percent|billion|million|trillion))?")
+_NUMBER_WORDS = re.compile(
+    r"\b(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|"
+    r"fifty|hundred|thousand|million|billion|trillion|dozen|half|double|twice)\b",
+    re.I,
+)
+_MONTHS = (
+    r"(?:January|February|March|April|May|June|July|August|September|October|November|December|"
+    r"Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)\.?"
+)
+_YEAR = re.compile(r"\b(?:1[5-9]\d\d|20\d\d)s?\b")
+_DAY = re.compile(rf"\b{_MONTHS}\s\d{{1,2}}\b(?!\d)|\b\d{{1,2}}\s{_MONTHS}\b")
+_MONTH = re.compile(rf"\b{_MONTHS}\b")
+_PERCENT = re.compile(r"\d\s?(?:%|percent\b|per cent\b)", re.I)
+_CAPS = re.compile(r"\b[A-Z][\w’'.-]*(?:\s+(?:of|de|von|van|al|bin|la|the)?\s*[A-Z][\w’'.-]*)*")
+# words that make a capitalised phrase an institution, event, law or place, not a person
+_NOT_PERSON = frozenset(
+    """war treaty act agreement university institute foundation council union states
+    republic kingdom ministry department center centre bank fund partnership strategy
+    regulation dialogue summit organization organisation association committee commission
+    house office court party alliance company corporation group school college
+    academy program programme system initiative forum north south east west new""".split()
+)
+_PERSON_NOUNS = (
+    r"president|prime minister|minister|ambassador|ceo|chairman|chair|secretary|king|queen|"
+    r"author|founder|spokes\w*|official|professor|person|man|woman|leader|governor|mayor|"
+    r"director|head|chief|expert|economist|researcher"
+)
+
+
+@dataclass(frozen=True)
+class Expect:
+    """What kind of fact the question asks for."""
+
+    kind: str  # "number" | "percent" | "date" | "day" | "person" | "name" | ""
+
+    def satisfied(self, sentence: str, question: str) -> bool:
+        if not self.kind:
+            return True
+        if self.kind == "percent":
+            return bool(_new(_PERCENT, sentence, question))
+        if self.kind == "number":
+            return bool(_new(_NUMBER, sentence, question) or _new(_NUMBER_WORDS, sentence, question))
+        if self.kind == "day":
+            return bool(_new(_DAY, sentence, question))
+        if self.kind == "date":
+            return bool(
+                _new(_YEAR, sentence, question)
+                or _new(_DAY, sentence, question)
+                or _new(_MONTH, sentence, question)
+            )
+        names = _names(sentence, question)
+        if self.kind == "person":
+            return any(_person_like(n) for n in names)
+        return bool(names)  # "name": any proper name the question does not already have
+
+
+def expected(question: str) -> Expect:
+    q = question.lower()
+    if re.search(r"\b(what|which) (?:exact |specific )?(?:day|date)\b|\bexact (?:day|date)\b", q):
+        return Expect("day")
+    if re.search(r"\bwhat (?:percentage|percent|share|proportion|rate)\b|\bhow many percent", q):
+        return Expect("percent")
+    if re.search(r"\bhow (?:many|much)\b|\bwhat (?:amount|number|sum|figure)\b|\bhow (?:big|large)\b"
+                 r"|\bin (?:yen|dollars|won|euros)\b", q):  # fmt: skip
+        return Expect("number")
+    if re.search(r"\bwhen\b|\bwhat year\b|\bwhich years?\b|\bwhat month\b|\bsince when\b", q):
+        return Expect("date")
+    if re.search(rf"\b(?:which|what)(?: [\w.-]+)? (?:{_PERSON_NOUNS})\b|\bname of\b|\bwho is the\b", q):
+        return Expect("person")
+    if re.search(r"^\s*(?:who|whom|whose)\b", q):
+        return Expect("name")
+    return Expect("")
+
+
+def _new(pattern: re.Pattern[str], sentence: str, question: str) -> list[str]:
+    """Matches in the sentence that the question does not already contain."""
+    ql = question.lower()
+    return [m.group(0) for m in pattern.finditer(sentence) if m.group(0).lower().strip() not in ql]
+
+
+def _names(sentence: str, question: str) -> list[str]:
+    qwords = {w.lower().strip(".’'") for w in _WORD.findall(question)}
+    out = []
+    first = True
+    for m in _CAPS.finditer(sentence):
+        phrase = m.group(0).strip()
+        words = [w.strip(".’'s").lower() for w in phrase.split()]
+        at_start = first and m.start() <= 1
+        first = False
+        if at_start and len(words) == 1:
+            continue  # a capitalised first word is not a name
+        if any(w in qwords for w in words):
+            continue
+        if len(words) == 1 and words[0] in STOPWORDS:
+            continue
+        out.append(phrase)
+    return out
+
+
+def _person_like(phrase: str) -> bool:
+    words = [w.strip(".’'s").lower() for w in phrase.split()]
+    caps = [w for w in phrase.split() if w[:1].isupper()]
+    if len(caps) < 2 or any(w in _NOT_PERSON for w in words):
+        return False
+    return not any(_MONTH.fullmatch(w) for w in caps)
+
+
+def content_terms(text: str) -> list[str]:
+    from ..store import _stemmer
+
+    words = [w.lower().strip(".’'-") for w in _WORD.findall(text)]
+    words = [w for w in words if w and w not in STOPWORDS and not (len(w) == 1 and w.isalpha())]
+    return list(_stemmer().stemWords(words))
+
+
+@dataclass
+class Candidate:
+    hit: Hit
+    start: int  # offsets within the hit's chunk text
+    end: int
+    text: str
+    terms: set[str]
+    dense: float = 0.0
+    overlap: float = 0.0
+    score: float = 0.0
+    typed: bool = True
+    covers: set[str] = field(default_factory=set)
+
+
+@dataclass
+class Extract:
+    """The chosen sentences (in answer order), the evidence score, and all candidates."""
+
+    chosen: list[Candidate]
+    evidence: float
+    expect: Expect
+    candidates: list[Candidate]
+
+
+def is_heading_like(sentence: str) -> bool:
+    s = sentence.strip()
+    return not s.rstrip("\"'”’)]").endswith((".", "!", "?", "…", ":")) and len(s.split()) < 16
+
+
+_CONTINUES = re.compile(
+    r"^(?:This|That|These|Those|It|Its|Such|Therefore|Thus|Hence|Because|Consequently|"
+    r"As a result|Adding|In other words|That is)\b"
+)
+
+
+def extract(
+    question: str,
+    hits: Sequence[Hit],
+    embed: object,
+    *,
+    max_sentences: int = 3,
+    passages: int = 5,
+) -> Extract:
+    """Choose the sentences that answer `question` from the first `passages` hits.
+
+    `embed` maps a list of texts to L2-normalised vectors (an Embedder's `embed`).
+    """
+    expect = expected(question)
+    q_terms = content_terms(question)
+    cands: list[Candidate] = []
+    for hit in hits[:passages]:
+        text = hit.chunk.text
+        for span in split_sentences(text):
+            s = text[span.start : span.end]
+            if len(s.split()) < 4 or is_heading_like(s):
+                continue
+            cands.append(Candidate(hit, span.start, span.end, s, set(content_terms(s))))
+    if not cands:
+        return Extract([], 0.0, expect, [])
+
+    # IDF over the candidate sentences: words every passage shares weigh little
+    n = len(cands)
+    weights = {}
+    for t in set(q_terms):
+        df = sum(1 for c in cands if t in c.terms)
+        weights[t] = math.log((n + 1) / (df + 0.5)) + 0.1
+    total_w = sum(weights.values()) or 1.0
+
+    vecs = np.asarray(embed([question] + [c.text for c in cands]))  # type: ignore[operator]
+    qv, sv = vecs[0], vecs[1:]
+    sims = sv @ qv
+    for c, sim in zip(cands, sims, strict=True):
+        c.dense = float(sim)
+        c.covers = {t for t in weights if t in c.terms}
+        c.overlap = sum(weights[t] for t in c.covers) / total_w
+        novelty = len(c.terms - set(q_terms)) / max(len(c.terms), 1)
+        c.typed = expect.satisfied(c.text, question)
+        c.score = 0.6 * c.dense + 0.4 * c.overlap + 0.04 / c.hit.rank
+        if novelty < 0.25:  # mostly restates the question
+            c.score -= 0.15
+        if not c.typed:
+            c.score -= 0.25
+    ranked = sorted(cands, key=lambda c: -c.score)
+    best = ranked[0]
+    chosen = [best]
+    covered = set(best.covers)
+    for c in ranked[1:]:
+        if len(chosen) >= max_sentences:
+            break
+        gain = sum(weights[t] for t in c.covers - covered) / total_w
+        redundant = any(_similar(c, o) for o in chosen)
+        if redundant or c.score < 0.55 * best.score:
+            continue
+        # a second sentence must add part of the question the first left out, or be close
+        if gain >= 0.15 or c.score >= 0.92 * best.score:
+            chosen.append(c)
+            covered |= c.covers
+    chosen = _with_continuations(chosen, cands, max_sentences)
+    evidence = evidence_score(chosen, expect)
+    return Extract(chosen, evidence, expect, ranked)
+
+
+def evidence_score(chosen: Sequence[Candidate], expect: Expect) -> float:
+    """How strongly the chosen sentences answer: 0 (nothing) to ~1 (a close match)."""
+    if not chosen:
+        return 0.0
+    best = max(chosen, key=lambda c: c.score)
+    score = 0.6 * best.dense + 0.4 * max(c.overlap for c in chosen)
+    if not any(c.typed for c in chosen):
+        score -= 0.5  # the asked kind of fact (a number, a date, a name) is not there
+    return score
+
+
+def _similar(a: Candidate, b: Candidate) -> bool:
+    if a.hit.chunk.id == b.hit.chunk.id and not (a.end <= b.start or b.end <= a.start):
+        return True
+    if a.text == b.text:
+        return True
+    inter = len(a.terms & b.terms)
+    return inter / max(min(len(a.terms), len(b.terms)), 1) > 0.8
+
+
+def _with_continuations(
+    chosen: list[Candidate], cands: Sequence[Candidate], max_sentences: int
+) -> list[Candidate]:
+    """Add the next sentence when the chosen one announces it or it continues the claim."""
+    by_chunk: dict[str, list[Candidate]] = {}
+    for c in cands:
+        by_chunk.setdefault(c.hit.chunk.id, []).append(c)
+    out: list[Candidate] = []
+    for c in chosen:
+        out.append(c)
+        if len(chosen) + (len(out) - chosen.index(c) - 1) >= max_sentences:
+            continue
+        siblings = sorted(by_chunk[c.hit.chunk.id], key=lambda x: x.start)
+        i = siblings.index(c)
+        if i + 1 < len(siblings):
+            nxt = siblings[i + 1]
+            if nxt in chosen:
+                continue
+            if c.text.rstrip().endswith(":") or _CONTINUES.match(nxt.text):
+                out.append(nxt)
+    # one passage's sentences read in document order
+    return _reading_order(out[:max_sentences])
+
+
+def _reading_order(chosen: list[Candidate]) -> list[Candidate]:
+    first_seen: dict[str, int] = {}
+    for i, c in enumerate(chosen):
+        first_seen.setdefault(c.hit.chunk.id, i)
+    return sorted(chosen, key=lambda c: (first_seen[c.hit.chunk.id], c.start))

@@ -1,0 +1,131 @@
+"""Settings: one frozen object, grouped by pipeline stage.
+
+`Settings.from_env()` is the only place that reads environment variables; everything
+else receives a `Settings`. Override single fields with `dataclasses.replace`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+Mode = Literal["dense", "keyword", "hybrid"]
+MODES: tuple[Mode, ...] = ("dense", "keyword", "hybrid")
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    max_file_mb: float = 50.0  # bigger files are skipped and reported, never read whole
+
+
+@dataclass(frozen=True)
+class ChunkSettings:
+    size: int = 256  # embedding-model tokens per chunk, context prefix and [CLS]/[SEP] included
+    overlap: int = 32  # tokens repeated from the end of the previous chunk (whole sentences)
+
+
+@dataclass(frozen=True)
+class EmbedSettings:
+    # "minilm-int8" (bundled), a folder holding model.onnx + tokenizer.json, or with `url`
+    # the model name an OpenAI-compatible /v1/embeddings endpoint serves.
+    model: str = "minilm-int8"
+    url: str | None = None
+    batch_size: int = 32
+    threads: int = 2
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    index_dir: Path = Path("index")
+    chroma_url: str | None = None  # http://host:port of a `chroma run` server
+    collection: str = "rag"
+
+
+@dataclass(frozen=True)
+class RetrieveSettings:
+    mode: Mode = "hybrid"
+    k: int = 5
+    candidates: int = 50  # depth of each list fused by reciprocal rank (deep lists fuse better)
+    rrf_k: int = 60
+
+
+@dataclass(frozen=True)
+class AnswerSettings:
+    max_sentences: int = 3
+    # below this evidence score the extractive answerer refuses (calibrated on evals/)
+    min_evidence: float = 0.40
+    llm_url: str | None = None
+    llm_model: str | None = None
+    llm_gguf: Path | None = None
+    api_key: str | None = None
+    timeout: float = 60.0
+    max_retries: int = 1
+    unsupported: Literal["remove", "flag"] = "remove"
+    temperature: float = 0.1
+
+
+@dataclass(frozen=True)
+class Settings:
+    load: LoadSettings = field(default_factory=LoadSettings)
+    chunk: ChunkSettings = field(default_factory=ChunkSettings)
+    embed: EmbedSettings = field(default_factory=EmbedSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
+    retrieve: RetrieveSettings = field(default_factory=RetrieveSettings)
+    answer: AnswerSettings = field(default_factory=AnswerSettings)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        """Defaults, overridden by RAG_* variables (and OPENAI_API_KEY)."""
+        e = os.environ if env is None else env
+        s = cls()
+
+        def get(name: str) -> str | None:
+            value = e.get(name)
+            return value if value not in (None, "") else None
+
+        if v := get("RAG_INDEX"):
+            s = s.with_(store={"index_dir": Path(v)})
+        if v := get("RAG_CHROMA_URL"):
+            s = s.with_(store={"chroma_url": v})
+        if v := get("RAG_MAX_FILE_MB"):
+            s = s.with_(load={"max_file_mb": float(v)})
+        if v := get("RAG_CHUNK_SIZE"):
+            s = s.with_(chunk={"size": int(v)})
+        if v := get("RAG_CHUNK_OVERLAP"):
+            s = s.with_(chunk={"overlap": int(v)})
+        if v := get("RAG_EMBED_MODEL"):
+            s = s.with_(embed={"model": v})
+        if v := get("RAG_EMBED_URL"):
+            s = s.with_(embed={"url": v})
+        if v := get("RAG_LLM_URL"):
+            s = s.with_(answer={"llm_url": v})
+        if v := get("RAG_LLM_MODEL"):
+            s = s.with_(answer={"llm_model": v})
+        if v := get("RAG_LLM_GGUF"):
+            s = s.with_(answer={"llm_gguf": Path(v)})
+        if v := get("OPENAI_API_KEY"):
+            s = s.with_(answer={"api_key": v})
+        return s
+
+    def with_(self, **groups: dict[str, Any]) -> Settings:
+        """A copy with some fields of some groups replaced: `s.with_(retrieve={"k": 10})`."""
+        changes = {name: replace(getattr(self, name), **values) for name, values in groups.items()}
+        return replace(self, **changes)
+
+
+def apply_offline_env() -> None:
+    """Make every library we load stay offline and silent, before any of them is imported.
+
+    Chroma's telemetry, Gradio's analytics and Hugging Face hub look-ups are turned off;
+    llama-index reads its *bundled* tiktoken/NLTK data only while these two are unset.
+    """
+    os.environ["ANONYMIZED_TELEMETRY"] = "False"
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+    os.environ["DO_NOT_TRACK"] = "1"
+    os.environ.pop("TIKTOKEN_CACHE_DIR", None)
+    os.environ.pop("NLTK_DATA", None)

@@ -1,0 +1,35 @@
+"""One exception hierarchy. Every message is one line that says what to do."""
+
+from __future__ import annotations
+
+
+class RagError(Exception):
+    """Base class: the CLI prints `error: <message>` and exits 1, without a traceback."""
+
+    exit_code = 1
+
+
+class UsageError(RagError):
+    """A bad argument or input file given by the user."""
+
+    exit_code = 2
+
+
+class IndexMissing(RagError):
+    """No index where one was expected."""
+
+
+class IndexMismatch(RagError):
+    """The index was built with other settings or another embedding model."""
+
+
+class StoreError(RagError):
+    """Chroma (embedded or server) failed or cannot be reached."""
+
+
+class EmbeddingError(RagError):
+    """The embedding model could not be loaded or called."""
+
+
+class LLMError(RagError):
+    """The LLM endpoint is down, timed out, or answered with something unusable."""

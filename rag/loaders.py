@@ -1,0 +1,369 @@
+"""Files → Documents. Bad files are skipped with a reason, never fatal.
+
+Supported: .txt .text .rst .md .markdown .html .htm .pdf .docx. Text that is not
+UTF-8 is decoded by detection. Offsets in a Document refer to its decoded text with
+newlines normalised to "\\n".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from .config import LoadSettings
+from .errors import UsageError
+from .types import Document, Skipped
+
+TEXT_TYPES = {".txt", ".text", ".rst", ".md", ".markdown"}
+HTML_TYPES = {".html", ".htm", ".xhtml"}
+SUPPORTED = TEXT_TYPES | HTML_TYPES | {".pdf", ".docx"}
+
+
+class SkipFile(Exception):
+    """Raised inside a loader: the file is skipped with this reason."""
+
+
+def discover(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
+    """Files to load under `paths` (sorted, hidden entries skipped) and the unsupported ones."""
+    files: list[Path] = []
+    unsupported: list[str] = []
+    for given in paths:
+        path = Path(given).expanduser()
+        if not path.exists():
+            raise UsageError(f"no such file or folder: {given} (check the path)")
+        if path.is_file():
+            candidates: Iterable[Path] = [path]
+        else:
+            candidates = sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
+        for p in candidates:
+            (files if p.suffix.lower() in SUPPORTED else unsupported).append(p)
+    # the same file given twice (e.g. a folder and a file in it) is loaded once
+    seen: set[Path] = set()
+    unique = []
+    for p in files:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique, [source_name(p) for p in unsupported]
+
+
+def source_name(path: Path) -> str:
+    """The stable key of a file in the index: its absolute path."""
+    return str(Path(path).expanduser().resolve())
+
+
+def load_file(path: Path, settings: LoadSettings | None = None) -> Document | Skipped:
+    """Load one file, or say why it was skipped."""
+    settings = settings or LoadSettings()
+    source = source_name(path)
+    try:
+        size = path.stat().st_size
+        limit = int(settings.max_file_mb * 1024 * 1024)
+        if size > limit:
+            return Skipped(
+                source,
+                f"too large ({size / 1e6:.1f} MB > {settings.max_file_mb:g} MB; "
+                "raise it with --max-file-mb)",
+            )
+        if size == 0:
+            return Skipped(source, "empty file")
+        data = path.read_bytes()
+    except OSError as e:
+        return Skipped(source, f"unreadable ({e.strerror or e})")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in HTML_TYPES:
+            text, title, headings = _html(data)
+            pages: tuple[tuple[int, int], ...] = ()
+        elif suffix == ".pdf":
+            text, title, pages = _pdf(data)
+            headings = ()
+        elif suffix == ".docx":
+            text, title, headings = _docx(data)
+            pages = ()
+        else:
+            text = _decode(data)
+            headings = _markdown_headings(text) if suffix in {".md", ".markdown"} else ()
+            headings = headings or _plain_headings(text)
+            title = _first_line_title(text)
+            pages = ()
+    except SkipFile as e:
+        return Skipped(source, str(e))
+    except Exception as e:  # a loader library failing on a corrupt file must not stop an ingest
+        return Skipped(source, f"could not be parsed ({type(e).__name__}: {e})"[:300])
+    if not text.strip():
+        return Skipped(source, "no text in it (empty, or only images: OCR it first)")
+    return Document(
+        source=source,
+        text=text,
+        title=title or path.stem,
+        sha256=hashlib.sha256(data).hexdigest(),
+        pages=pages,
+        headings=tuple(headings),
+    )
+
+
+def load_all(
+    files: Iterable[Path], settings: LoadSettings | None = None
+) -> Iterator[Document | Skipped]:
+    for f in files:
+        yield load_file(f, settings)
+
+
+# --- text ------------------------------------------------------------------------------
+
+
+def _decode(data: bytes) -> str:
+    if b"\x00" in data[:8192] and not data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise SkipFile("binary file, not text")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        from charset_normalizer import from_bytes
+
+        best = from_bytes(data).best()
+        if best is None:
+            raise SkipFile("binary file or unknown text encoding") from None
+        text = str(best)
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if _looks_binary(text):
+        raise SkipFile("binary file, not text")
+    return text
+
+
+def _looks_binary(text: str) -> bool:
+    sample = text[:4096]
+    if not sample:
+        return False
+    controls = sum(1 for ch in sample if ord(ch) < 32 and ch not in "\n\t\f\v")
+    return controls / len(sample) > 0.05
+
+
+def _first_line_title(text: str) -> str:
+    for line in text.splitlines():
+        line = line.strip().lstrip("#").strip()
+        if line:
+            return line if len(line) <= 100 else ""
+    return ""
+
+
+_MD_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.M)
+
+
+def _markdown_headings(text: str) -> list[tuple[int, str]]:
+    return [(m.start(), m.group(2).strip()) for m in _MD_HEADING.finditer(text)]
+
+
+def _plain_headings(text: str) -> list[tuple[int, str]]:
+    """Short title-like lines followed by a paragraph: section titles, bylines."""
+    out: list[tuple[int, str]] = []
+    lines = text.split("\n")
+    offset = 0
+    starts = []
+    for line in lines:
+        starts.append(offset)
+        offset += len(line) + 1
+    for i, line in enumerate(lines):
+        s = line.strip()
+        if not s or len(s) > 90 or len(s.split()) > 14 or not s[0].isupper():
+            continue
+        if s.rstrip("”\"')]").endswith((".", ",", ";", ":", "?", "!")) and not s.endswith(".)"):
+            continue
+        nxt = next((n.strip() for n in lines[i + 1 :] if n.strip()), "")
+        if len(nxt) > 120:
+            out.append((starts[i] + line.index(s[0]), s))
+    return out
+
+
+# --- HTML ------------------------------------------------------------------------------
+
+_DROP_TAGS = [
+    "script", "style", "noscript", "template", "svg", "nav", "footer", "aside", "form",
+    "iframe", "button", "select", "input", "head",
+]  # fmt: skip
+_DROP_ROLES = {"navigation", "banner", "contentinfo", "complementary", "search", "menu"}
+_DROP_CLASS = re.compile(
+    r"(^|[-_ ])(sidebar|sphinxsidebar|related|footer|navbar|nav|menu|breadcrumbs?|toc|"
+    r"cookie|headerlink|skip-link|advert|ads|share|social)([-_ ]|$)",
+    re.I,
+)
+_BLOCK = {
+    "p", "div", "section", "article", "main", "li", "ul", "ol", "dl", "dt", "dd", "table",
+    "tr", "blockquote", "figure", "figcaption", "header", "body", "html", "details", "summary",
+    "caption", "thead", "tbody", "tfoot", "hr", "address",
+}  # fmt: skip
+_HEADINGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
+_WS = re.compile(r"\s+")
+
+
+def _html(data: bytes) -> tuple[str, str, list[tuple[int, str]]]:
+    from bs4 import BeautifulSoup, Comment, NavigableString, Tag
+
+    soup = BeautifulSoup(data, "lxml")
+    title = soup.title.get_text(" ", strip=True) if soup.title else ""
+    for tag in soup.find_all(_DROP_TAGS):
+        tag.decompose()
+    for tag in soup.find_all(True):
+        if tag.decomposed:
+            continue
+        attrs = tag.attrs or {}
+        role = str(attrs.get("role", "")).lower()
+        cls = " ".join(attrs.get("class", []) or []) + " " + str(attrs.get("id", ""))
+        if role in _DROP_ROLES or (_DROP_CLASS.search(cls) and tag.name not in {"body", "html"}):
+            tag.decompose()
+    root = (
+        soup.find("main")
+        or soup.find(attrs={"role": "main"})
+        or soup.find("article")
+        or soup.find("div", class_="body")
+        or soup.body
+        or soup
+    )
+    out: list[str] = []
+    length = 0
+    headings: list[tuple[int, str]] = []
+    inline: list[str] = []
+
+    def emit(block: str) -> None:
+        nonlocal length
+        if out:
+            out.append("\n\n")
+            length += 2
+        out.append(block)
+        length += len(block)
+
+    def flush() -> None:
+        text = _WS.sub(" ", "".join(inline)).strip()
+        inline.clear()
+        if text:
+            emit(text)
+
+    def walk(node: Tag) -> None:
+        for child in node.children:
+            if isinstance(child, Comment):
+                continue
+            if isinstance(child, NavigableString):
+                inline.append(str(child))
+                continue
+            if not isinstance(child, Tag):
+                continue
+            name = child.name
+            if name in _HEADINGS:
+                flush()
+                text = _WS.sub(" ", child.get_text(" ")).strip()
+                if text:
+                    emit(text)
+                    headings.append((length - len(text), text))
+            elif name == "pre":
+                flush()
+                code = child.get_text().strip("\n")
+                if code.strip():
+                    emit(code)
+            elif name == "br":
+                inline.append("\n")
+            elif name in {"td", "th"}:
+                inline.append(" ")
+                walk(child)
+                inline.append(" ")
+            elif name in _BLOCK:
+                flush()
+                walk(child)
+                flush()
+            else:
+                walk(child)
+
+    if isinstance(root, Tag):
+        walk(root)
+    flush()
+    text = "".join(out)
+    if not title and headings:
+        title = headings[0][1]
+    return text, title, headings
+
+
+# --- PDF and DOCX ----------------------------------------------------------------------
+
+
+def _pdf(data: bytes) -> tuple[str, str, tuple[tuple[int, int], ...]]:
+    import io
+    import logging
+
+    from pypdf import PdfReader
+
+    logging.getLogger("pypdf").setLevel(logging.ERROR)
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise SkipFile("encrypted PDF (decrypt it first)")
+        pages_text = [(page.extract_text() or "") for page in reader.pages]
+    except SkipFile:
+        raise
+    except Exception as e:
+        raise SkipFile(f"corrupt or unreadable PDF ({type(e).__name__}: {e})"[:300]) from None
+    parts: list[str] = []
+    pages: list[tuple[int, int]] = []
+    length = 0
+    for number, page_text in enumerate(pages_text, start=1):
+        page_text = page_text.replace("\r\n", "\n").strip()
+        if not page_text:
+            continue
+        if parts:
+            parts.append("\n\n")
+            length += 2
+        pages.append((length, number))
+        parts.append(page_text)
+        length += len(page_text)
+    title = ""
+    try:
+        meta = reader.metadata
+        title = (meta.title or "").strip() if meta else ""
+    except Exception:
+        title = ""
+    return "".join(parts), title, tuple(pages)
+
+
+def _docx(data: bytes) -> tuple[str, str, list[tuple[int, str]]]:
+    import io
+    import zipfile
+
+    try:
+        import docx
+
+        document = docx.Document(io.BytesIO(data))
+    except (zipfile.BadZipFile, KeyError, ValueError) as e:
+        raise SkipFile(f"corrupt or unreadable DOCX ({type(e).__name__}: {e})"[:300]) from None
+    blocks: list[str] = []
+    headings: list[tuple[int, str]] = []
+    length = 0
+    title = ""
+
+    def add(text: str, heading: bool = False) -> None:
+        nonlocal length
+        text = text.strip()
+        if not text:
+            return
+        if blocks:
+            length += 2
+        if heading:
+            headings.append((length, text))
+        blocks.append(text)
+        length += len(text)
+
+    for para in document.paragraphs:
+        style = (para.style.name if para.style is not None else "") or ""
+        is_heading = style.startswith("Heading") or style == "Title"
+        if style == "Title" and not title:
+            title = para.text.strip()
+        add(para.text, heading=is_heading)
+    for table in document.tables:
+        for row in table.rows:
+            add(" | ".join(cell.text.strip() for cell in row.cells))
+    core_title = (document.core_properties.title or "").strip()
+    return "\n\n".join(blocks), core_title or title, headings

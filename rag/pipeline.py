@@ -1,0 +1,276 @@
+"""The one pipeline object the CLI, the UI and the evaluator share.
+
+`Rag(settings)` loads nothing until it is used: the embedder, the index and the
+answerer are opened on first need, so `rag --help` and `rag status` stay fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from .config import Mode, Settings, apply_offline_env
+from .errors import IndexMissing, UsageError
+from .types import Answer, Chunk, Document, Hit, IngestReport, Skipped
+
+log = logging.getLogger(__name__)
+
+IngestProgress = Callable[[str, int, int], None]  # (stage, done, total)
+WRITE_EVERY = 256  # chunks embedded between two commits: what an interruption can lose
+
+
+class Rag:
+    def __init__(self, settings: Settings | None = None) -> None:
+        apply_offline_env()
+        self.settings = settings or Settings.from_env()
+        self._embedder: Any = None
+        self._index: Any = None
+        self._retriever: Any = None
+        self._lock = threading.RLock()  # the UI answers while an ingest runs
+
+    # --- parts, opened lazily ----------------------------------------------------------
+
+    @property
+    def embedder(self) -> Any:
+        if self._embedder is None:
+            from .embeddings import make_embedder
+
+            self._embedder = make_embedder(self.settings.embed, self.settings.answer.api_key)
+        return self._embedder
+
+    @property
+    def index(self) -> Any:
+        if self._index is None:
+            from .store import Index
+
+            self._index = Index.open(
+                self.settings.store, embedder_name=self.embedder.name, dim=self.embedder.dim
+            )
+        return self._index
+
+    @property
+    def retriever(self) -> Any:
+        if self._retriever is None:
+            from .retrieve import Retriever
+
+            self._retriever = Retriever(self.index, self.embedder, self.settings.retrieve)
+        return self._retriever
+
+    def index_exists(self) -> bool:
+        from .store import read_manifest
+
+        return read_manifest(self.settings.store.index_dir) is not None
+
+    # --- ingest ------------------------------------------------------------------------
+
+    def ingest(
+        self,
+        paths: Sequence[Path | str],
+        *,
+        rebuild: bool = False,
+        progress: IngestProgress | None = None,
+    ) -> IngestReport:
+        """Index new and changed files under `paths`, forget removed ones. Safe to interrupt."""
+        from .chunking import chunk_document
+        from .loaders import discover, load_file, source_name
+        from .store import Index
+
+        started = time.perf_counter()
+        roots = [Path(p) for p in paths]
+        if not roots:
+            raise UsageError("give at least one file or folder to ingest")
+        files, unsupported = discover(roots)
+        report = IngestReport(unsupported=unsupported)
+        settings = self.settings
+        with self._lock:
+            if rebuild:
+                self._wipe()
+            if self.index_exists():
+                index = Index.open(
+                    settings.store,
+                    embedder_name=self.embedder.name,
+                    dim=self.embedder.dim,
+                    chunk=settings.chunk,
+                )
+            else:
+                index = Index.create(
+                    settings.store,
+                    embedder_name=self.embedder.name,
+                    dim=self.embedder.dim,
+                    chunk=settings.chunk,
+                )
+            self._index, self._retriever = index, None
+        index.add_roots(source_name(r) for r in roots)
+        known = index.files()
+
+        # what changed: compare content hashes with the catalog
+        todo: list[tuple[Path, str, str | None]] = []  # (path, source, old sha or None)
+        seen: set[str] = set()
+        limit = int(settings.load.max_file_mb * 1024 * 1024)
+        for n, path in enumerate(files, start=1):
+            source = source_name(path)
+            seen.add(source)
+            if progress:
+                progress("scan", n, len(files))
+            sha = _file_sha(path, limit)
+            row = known.get(source)
+            if row is not None and sha is not None and row.sha256 == sha:
+                if row.status == "indexed":
+                    report.unchanged.append(source)
+                else:
+                    report.skipped.append(Skipped(source, row.reason or "skipped"))
+                continue
+            todo.append((path, source, row.sha256 if row else None))
+
+        removed = [
+            s for s in known if s not in seen and any(_under(s, source_name(r)) for r in roots)
+        ]
+        if removed:
+            report.chunks_removed += sum(known[s].chunks for s in removed)
+            index.remove_sources(removed)
+            report.removed.extend(removed)
+
+        # load and chunk what changed
+        pending: list[tuple[Document, list[Chunk]]] = []
+        for n, (path, source, old_sha) in enumerate(todo, start=1):
+            if progress:
+                progress("load", n, len(todo))
+            loaded = load_file(path, settings.load)
+            if isinstance(loaded, Skipped):
+                report.skipped.append(loaded)
+                if source in known and known[source].status == "indexed":
+                    report.chunks_removed += known[source].chunks
+                index.mark_skipped(source, loaded.reason, _file_sha(path, limit))
+                continue
+            chunks = chunk_document(loaded, self.embedder.token_offsets, settings.chunk)
+            if not chunks:
+                report.skipped.append(Skipped(source, "no text in it"))
+                index.mark_skipped(source, "no text in it", loaded.sha256)
+                continue
+            pending.append((loaded, chunks))
+            if old_sha is None or source not in known:
+                report.added.append(source)
+            else:
+                report.updated.append(source)
+                report.chunks_removed += known[source].chunks
+
+        # embed and write in groups of whole documents
+        total = sum(len(cs) for _, cs in pending)
+        done = 0
+
+        def tick(k: int) -> None:
+            nonlocal done
+            done += k
+            if progress:
+                progress("embed", done, total)
+
+        try:
+            for group in _groups(pending, WRITE_EVERY):
+                texts = [c.embedding_text() for _, cs in group for c in cs]
+                vectors = self.embedder.embed(texts, progress=tick)
+                with self._lock:
+                    index.put_documents(group, vectors)
+                report.chunks_added += len(texts)
+        finally:
+            # even when interrupted: keyword index in step with what was written
+            with self._lock:
+                if todo or removed:
+                    index.sweep_orphans()
+                    index.rebuild_keyword_index()
+                index.write_manifest()
+        stats = index.stats()
+        report.chunks_total = stats["chunks"]
+        report.documents_total = stats["documents"]
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _wipe(self) -> None:
+        """Delete the index (the folder's generated files) for a rebuild."""
+        from .store import CATALOG, MANIFEST, Index, read_manifest
+
+        directory = Path(self.settings.store.index_dir)
+        manifest = read_manifest(directory) if directory.exists() else None
+        if manifest and manifest.get("chroma_url"):
+            Index(self.settings.store, manifest)._drop_collection()
+        if self._index is not None:
+            self._index.close()
+        self._index = self._retriever = None
+        for name in (MANIFEST, CATALOG, CATALOG + "-wal", CATALOG + "-shm"):
+            (directory / name).unlink(missing_ok=True)
+        for name in ("chroma", "bm25", "bm25.tmp"):
+            shutil.rmtree(directory / name, ignore_errors=True)
+
+    # --- questions ---------------------------------------------------------------------
+
+    def search(self, query: str, k: int | None = None, mode: Mode | None = None) -> list[Hit]:
+        with self._lock:
+            return self.retriever.search(query, k=k, mode=mode)
+
+    def ask(self, question: str, **kwargs: Any) -> Answer:
+        from .answer import answer_question
+
+        return answer_question(self, question, **kwargs)
+
+    def ask_stream(self, question: str, **kwargs: Any) -> Iterator[str | Answer]:
+        from .answer import answer_stream
+
+        return answer_stream(self, question, **kwargs)
+
+    def status(self) -> dict[str, Any]:
+        if not self.index_exists():
+            raise IndexMissing(
+                f"no index in {self.settings.store.index_dir}/: build one with "
+                f"`rag --index {self.settings.store.index_dir} ingest PATH`"
+            )
+        from .store import Index, read_manifest
+
+        manifest = read_manifest(self.settings.store.index_dir) or {}
+        index = self._index or Index(self.settings.store, manifest)
+        out = index.stats()
+        out["settings"] = {
+            "retrieve": vars(self.settings.retrieve),
+            "answer": {
+                "llm_url": self.settings.answer.llm_url,
+                "llm_model": self.settings.answer.llm_model,
+                "llm_gguf": str(self.settings.answer.llm_gguf or "") or None,
+            },
+        }
+        return out
+
+
+def _file_sha(path: Path, limit: int) -> str | None:
+    try:
+        if path.stat().st_size > limit:
+            return None
+        h = hashlib.sha256()
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()
+    except OSError:
+        return None
+
+
+def _under(source: str, root: str) -> bool:
+    return source == root or source.startswith(root.rstrip("/") + "/")
+
+
+def _groups(
+    items: list[tuple[Document, list[Chunk]]], size: int
+) -> Iterator[list[tuple[Document, list[Chunk]]]]:
+    group: list[tuple[Document, list[Chunk]]] = []
+    count = 0
+    for item in items:
+        group.append(item)
+        count += len(item[1])
+        if count >= size:
+            yield group
+            group, count = [], 0
+    if group:
+        yield group

@@ -1,0 +1,81 @@
+"""Query → ranked Hits: dense (Chroma), keyword (BM25), or both fused by reciprocal rank."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .config import MODES, Mode, RetrieveSettings
+from .embeddings import Embedder
+from .errors import UsageError
+from .store import Index
+from .types import Hit
+
+
+def rrf(lists: list[list[str]], k: int = 60) -> dict[str, float]:
+    """Reciprocal rank fusion: each list adds 1 / (k + rank) to the items it ranks (rank from 1)."""
+    scores: dict[str, float] = {}
+    for ranking in lists:
+        for rank, item in enumerate(ranking, start=1):
+            scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank)
+    return scores
+
+
+class Retriever:
+    def __init__(self, index: Index, embedder: Embedder, settings: RetrieveSettings) -> None:
+        self.index = index
+        self.embedder = embedder
+        self.settings = settings
+
+    def embed_query(self, query: str) -> np.ndarray:
+        return self.embedder.embed([query])[0]
+
+    def search(self, query: str, k: int | None = None, mode: Mode | None = None) -> list[Hit]:
+        """The k best chunks for `query`, best first."""
+        k = k or self.settings.k
+        mode = mode or self.settings.mode
+        if mode not in MODES:
+            raise UsageError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
+        if k < 1:
+            raise UsageError("k must be at least 1")
+        if not query.strip():
+            raise UsageError("the question is empty: type a question")
+        depth = max(self.settings.candidates, k)
+        dense: list[tuple[str, float]] = []
+        keyword: list[tuple[str, float]] = []
+        qvec = None
+        if mode in ("dense", "hybrid"):
+            qvec = self.embed_query(query)
+            dense = self.index.dense(qvec, depth)
+        if mode in ("keyword", "hybrid"):
+            keyword = self.index.keyword(query, depth)
+        dense_of = dict(dense)
+        keyword_of = dict(keyword)
+        if mode == "dense":
+            ranked = dense[:k]
+        elif mode == "keyword":
+            ranked = keyword[:k]
+        else:
+            fused = rrf([[i for i, _ in dense], [i for i, _ in keyword]], self.settings.rrf_k)
+            ranked = sorted(fused.items(), key=lambda kv: -kv[1])[:k]
+        chunks = self.index.chunks([i for i, _ in ranked])
+        missing_dense = [i for i, _ in ranked if i not in dense_of and i in chunks]
+        if missing_dense:
+            # the answerer weighs evidence by similarity: give keyword-only hits theirs too
+            qvec = self.embed_query(query) if qvec is None else qvec
+            vecs = self.embedder.embed([chunks[i].embedding_text() for i in missing_dense])
+            dense_of.update(zip(missing_dense, (vecs @ qvec).tolist(), strict=True))
+        hits = []
+        for i, score in ranked:
+            if i not in chunks:
+                continue
+            hits.append(
+                Hit(
+                    chunk=chunks[i],
+                    score=float(score),
+                    rank=len(hits) + 1,
+                    dense=dense_of.get(i),
+                    keyword=keyword_of.get(i),
+                )
+            )
+        return hits
+

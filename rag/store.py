@@ -1,0 +1,552 @@
+"""The index: a catalog (SQLite), Chroma vectors, a BM25 keyword index, and a manifest.
+
+The catalog is the source of truth for which files and chunks are indexed. Writes go
+vectors first, then one catalog transaction, then the removal of replaced vectors, so an
+interrupted ingest leaves an index that answers from what it had: Chroma may hold
+vectors the catalog does not know (they are filtered out, then swept), never the reverse.
+The keyword index records the catalog generation it was built from and is rebuilt when
+the two differ.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+
+from .config import ChunkSettings, StoreSettings
+from .errors import IndexMismatch, IndexMissing, StoreError
+from .types import Chunk, Document
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+CATALOG = "catalog.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+  source TEXT PRIMARY KEY, sha256 TEXT, status TEXT NOT NULL, reason TEXT,
+  title TEXT, chunks INTEGER NOT NULL DEFAULT 0, chars INTEGER NOT NULL DEFAULT 0,
+  indexed_at REAL
+);
+CREATE TABLE IF NOT EXISTS chunks (
+  id TEXT PRIMARY KEY, source TEXT NOT NULL, position INTEGER NOT NULL, text TEXT NOT NULL,
+  start_char INTEGER NOT NULL, end_char INTEGER NOT NULL, page INTEGER,
+  title TEXT NOT NULL, heading TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chunks_source ON chunks(source, position);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+"""
+
+
+@dataclass(frozen=True)
+class FileRow:
+    source: str
+    sha256: str | None
+    status: str  # "indexed" | "skipped"
+    reason: str | None
+    title: str | None
+    chunks: int
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("rag", "chromadb", "bm25s", "onnxruntime"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "unknown"
+    return out
+
+
+def _no_embedding_function() -> Any:
+    """Chroma must never embed (its default downloads an ONNX model): a guard that refuses."""
+    from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
+
+    class RefuseToEmbed(EmbeddingFunction[Documents]):
+        def __init__(self) -> None:
+            pass
+
+        def __call__(self, input: Documents) -> Embeddings:
+            raise StoreError("internal error: Chroma was asked to embed text; rag supplies vectors")
+
+        @staticmethod
+        def name() -> str:
+            return "rag-supplies-vectors"
+
+        def get_config(self) -> dict[str, Any]:
+            return {}
+
+        @staticmethod
+        def build_from_config(config: dict[str, Any]) -> RefuseToEmbed:
+            return RefuseToEmbed()
+
+    return RefuseToEmbed()
+
+
+class Index:
+    """One index folder. Open with `Index.open(...)` (existing) or `Index.create(...)`."""
+
+    def __init__(self, settings: StoreSettings, manifest: dict[str, Any]) -> None:
+        self.settings = settings
+        self.dir = Path(settings.index_dir)
+        self.manifest = manifest
+        self._db = sqlite3.connect(self.dir / CATALOG, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._collection: Any = None
+        self._bm25: Any = None
+        self._bm25_ids: list[str] = []
+        self._bm25_gen = -1
+
+    # --- opening and the manifest ------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        settings: StoreSettings,
+        *,
+        embedder_name: str,
+        dim: int,
+        chunk: ChunkSettings | None = None,
+        rebuild_hint: str = "rag ingest --rebuild PATH",
+    ) -> Index:
+        """An existing index; refuses one built with another embedder (or chunking, if given)."""
+        manifest = read_manifest(settings.index_dir)
+        if manifest is None:
+            raise IndexMissing(
+                f"no index in {settings.index_dir}/: build one with `rag --index "
+                f"{settings.index_dir} ingest PATH`"
+            )
+        built = manifest.get("embedding", {})
+        problems = []
+        if built.get("model") != embedder_name or built.get("dim") != dim:
+            problems.append(
+                f"embedding model {built.get('model')} ({built.get('dim')}d), "
+                f"this run uses {embedder_name} ({dim}d)"
+            )
+        if chunk is not None:
+            got = manifest.get("chunk", {})
+            if got.get("size") != chunk.size or got.get("overlap") != chunk.overlap:
+                problems.append(
+                    f"chunks of {got.get('size')}/{got.get('overlap')} tokens, "
+                    f"this run uses {chunk.size}/{chunk.overlap}"
+                )
+        if manifest.get("format") != FORMAT_VERSION:
+            problems.append(f"index format {manifest.get('format')}, this rag reads {FORMAT_VERSION}")
+        if problems:
+            roots = " ".join(manifest.get("roots", [])) or "PATH"
+            raise IndexMismatch(
+                f"{settings.index_dir}/ was built with {'; '.join(problems)}: rebuild it with "
+                f"`rag --index {settings.index_dir} ingest --rebuild {roots}` "
+                "or use the settings it was built with"
+            )
+        index = cls(settings, manifest)
+        chroma_url = manifest.get("chroma_url")
+        if chroma_url and not settings.chroma_url:
+            # an index made against a server keeps using it
+            index.settings = StoreSettings(settings.index_dir, chroma_url, settings.collection)
+        return index
+
+    @classmethod
+    def create(
+        cls, settings: StoreSettings, *, embedder_name: str, dim: int, chunk: ChunkSettings
+    ) -> Index:
+        """A new, empty index (the folder may exist but must hold no manifest)."""
+        directory = Path(settings.index_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        manifest = {
+            "format": FORMAT_VERSION,
+            "embedding": {"model": embedder_name, "dim": dim},
+            "chunk": {"size": chunk.size, "overlap": chunk.overlap},
+            "chroma_url": settings.chroma_url,
+            "collection": settings.collection,
+            "versions": versions(),
+            "created": time.time(),
+            "updated": time.time(),
+            "roots": [],
+        }
+        index = cls(settings, manifest)
+        if settings.chroma_url:
+            # a server collection of the same name left by an earlier index would mix vectors
+            index._drop_collection()
+        index.write_manifest()
+        return index
+
+    def write_manifest(self) -> None:
+        self.manifest["updated"] = time.time()
+        self.manifest["versions"] = versions()
+        tmp = self.dir / (MANIFEST + ".tmp")
+        tmp.write_text(json.dumps(self.manifest, indent=2, sort_keys=True))
+        tmp.replace(self.dir / MANIFEST)
+
+    def add_roots(self, roots: Iterable[str]) -> None:
+        merged = list(dict.fromkeys([*self.manifest.get("roots", []), *roots]))
+        self.manifest["roots"] = merged
+        self.write_manifest()
+
+    # --- Chroma ------------------------------------------------------------------------
+
+    def _client(self) -> Any:
+        import chromadb
+        from chromadb.config import Settings as ChromaSettings
+
+        chroma_settings = ChromaSettings(anonymized_telemetry=False)
+        url = self.settings.chroma_url
+        try:
+            if url:
+                u = urlparse(url if "://" in url else f"http://{url}")
+                return chromadb.HttpClient(
+                    host=u.hostname or "127.0.0.1",
+                    port=u.port or (443 if u.scheme == "https" else 8000),
+                    ssl=u.scheme == "https",
+                    settings=chroma_settings,
+                )
+            return chromadb.PersistentClient(path=str(self.dir / "chroma"), settings=chroma_settings)
+        except Exception as e:
+            where = url or str(self.dir / "chroma")
+            raise StoreError(
+                f"cannot open Chroma at {where} ({type(e).__name__}: {e}); "
+                + ("is `chroma run` up at that address?" if url else "is the folder writable?")
+            ) from e
+
+    @property
+    def collection(self) -> Any:
+        if self._collection is None:
+            try:
+                self._collection = self._client().get_or_create_collection(
+                    self.manifest.get("collection", self.settings.collection),
+                    embedding_function=_no_embedding_function(),
+                    configuration={"hnsw": {"space": "cosine"}},
+                )
+            except StoreError:
+                raise
+            except Exception as e:
+                raise StoreError(
+                    f"cannot open the Chroma collection ({type(e).__name__}: {e}); "
+                    "check --chroma-url, or rebuild the index with `rag ingest --rebuild PATH`"
+                ) from e
+        return self._collection
+
+    def _drop_collection(self) -> None:
+        name = self.manifest.get("collection", self.settings.collection)
+        try:
+            self._client().delete_collection(name)
+        except Exception:
+            pass  # it did not exist
+        self._collection = None
+
+    # --- writing -----------------------------------------------------------------------
+
+    def files(self) -> dict[str, FileRow]:
+        rows = self._db.execute(
+            "SELECT source, sha256, status, reason, title, chunks FROM files"
+        ).fetchall()
+        return {r[0]: FileRow(*r) for r in rows}
+
+    def put_documents(
+        self, items: Sequence[tuple[Document, Sequence[Chunk]]], vectors: np.ndarray
+    ) -> None:
+        """Index (or re-index) whole documents: their chunks with one row of `vectors` each."""
+        chunks = [c for _, cs in items for c in cs]
+        if len(chunks) != len(vectors):
+            raise ValueError("one vector per chunk")
+        sources = [d.source for d, _ in items]
+        old_ids = self._chunk_ids(sources)
+        if chunks:
+            self._upsert_vectors(chunks, vectors)
+        with self._tx() as db:
+            db.executemany("DELETE FROM chunks WHERE source = ?", [(s,) for s in sources])
+            db.executemany(
+                "INSERT OR REPLACE INTO chunks VALUES (?,?,?,?,?,?,?,?,?)",
+                [
+                    (c.id, c.source, c.position, c.text, c.start_char, c.end_char, c.page,
+                     c.title, c.heading)
+                    for c in chunks
+                ],
+            )  # fmt: skip
+            db.executemany(
+                "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?)",
+                [
+                    (d.source, d.sha256, "indexed", None, d.title, len(cs), len(d.text), time.time())
+                    for d, cs in items
+                ],
+            )
+            self._bump(db)
+        stale = set(old_ids) - {c.id for c in chunks}
+        if stale:
+            self._delete_vectors(sorted(stale))
+
+    def mark_skipped(self, source: str, reason: str, sha256: str | None = None) -> None:
+        """Record a skipped file; any chunks it had before are removed."""
+        old = self._chunk_ids([source])
+        with self._tx() as db:
+            db.execute("DELETE FROM chunks WHERE source = ?", (source,))
+            db.execute(
+                "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?)",
+                (source, sha256, "skipped", reason, None, 0, 0, time.time()),
+            )
+            self._bump(db)
+        if old:
+            self._delete_vectors(old)
+
+    def remove_sources(self, sources: Sequence[str]) -> int:
+        """Forget files entirely. Returns the number of chunks removed."""
+        old = self._chunk_ids(sources)
+        with self._tx() as db:
+            db.executemany("DELETE FROM chunks WHERE source = ?", [(s,) for s in sources])
+            db.executemany("DELETE FROM files WHERE source = ?", [(s,) for s in sources])
+            self._bump(db)
+        if old:
+            self._delete_vectors(old)
+        return len(old)
+
+    def sweep_orphans(self) -> int:
+        """Delete vectors the catalog does not know (left by an interrupted ingest)."""
+        known = {r[0] for r in self._db.execute("SELECT id FROM chunks")}
+        try:
+            ids = self.collection.get(include=[])["ids"]
+        except Exception as e:
+            raise StoreError(f"cannot list Chroma ids ({e})") from e
+        orphans = [i for i in ids if i not in known]
+        if orphans:
+            self._delete_vectors(orphans)
+        return len(orphans)
+
+    def _upsert_vectors(self, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
+        step = 1000  # below Chroma's max batch size
+        try:
+            for i in range(0, len(chunks), step):
+                part = chunks[i : i + step]
+                self.collection.upsert(
+                    ids=[c.id for c in part],
+                    embeddings=np.asarray(vectors[i : i + step], dtype=np.float32),
+                    documents=[c.text for c in part],
+                    metadatas=[
+                        {"source": c.source, "start_char": c.start_char, "end_char": c.end_char,
+                         "page": c.page if c.page is not None else -1, "title": c.title,
+                         "heading": c.heading, "position": c.position}
+                        for c in part
+                    ],
+                )  # fmt: skip
+        except StoreError:
+            raise
+        except Exception as e:
+            raise StoreError(f"writing to Chroma failed ({type(e).__name__}: {e})") from e
+
+    def _delete_vectors(self, ids: Sequence[str]) -> None:
+        try:
+            for i in range(0, len(ids), 1000):
+                self.collection.delete(ids=list(ids[i : i + 1000]))
+        except Exception as e:
+            raise StoreError(f"deleting from Chroma failed ({type(e).__name__}: {e})") from e
+
+    def _chunk_ids(self, sources: Sequence[str]) -> list[str]:
+        out: list[str] = []
+        for s in sources:
+            out.extend(r[0] for r in self._db.execute("SELECT id FROM chunks WHERE source=?", (s,)))
+        return out
+
+    def _tx(self) -> _Transaction:
+        return _Transaction(self._db)
+
+    @staticmethod
+    def _bump(db: sqlite3.Connection) -> None:
+        db.execute(
+            "INSERT INTO meta VALUES ('generation', '1') ON CONFLICT(key) DO UPDATE "
+            "SET value = CAST(value AS INTEGER) + 1"
+        )
+
+    def generation(self) -> int:
+        row = self._db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
+        return int(row[0]) if row else 0
+
+    # --- reading -----------------------------------------------------------------------
+
+    def chunks(self, ids: Sequence[str]) -> dict[str, Chunk]:
+        out: dict[str, Chunk] = {}
+        for i in range(0, len(ids), 500):
+            part = list(ids[i : i + 500])
+            marks = ",".join("?" * len(part))
+            for r in self._db.execute(
+                "SELECT id, source, text, start_char, end_char, title, heading, page, position "
+                f"FROM chunks WHERE id IN ({marks})",
+                part,
+            ):
+                out[r[0]] = Chunk(*r)
+        return out
+
+    def neighbours(self, chunk: Chunk, before: int = 1, after: int = 1) -> list[Chunk]:
+        rows = self._db.execute(
+            "SELECT id, source, text, start_char, end_char, title, heading, page, position "
+            "FROM chunks WHERE source=? AND position BETWEEN ? AND ? ORDER BY position",
+            (chunk.source, chunk.position - before, chunk.position + after),
+        ).fetchall()
+        return [Chunk(*r) for r in rows]
+
+    def dense(self, vector: np.ndarray, n: int) -> list[tuple[str, float]]:
+        """(chunk id, cosine similarity), best first, only chunks the catalog knows."""
+        total = self.count_chunks()
+        if total == 0:
+            return []
+        try:
+            res = self.collection.query(
+                query_embeddings=np.asarray(vector, dtype=np.float32).reshape(1, -1),
+                n_results=min(n + 10, total),
+                include=["distances"],
+            )
+        except Exception as e:
+            raise StoreError(f"Chroma query failed ({type(e).__name__}: {e})") from e
+        ids, dists = res["ids"][0], res["distances"][0]
+        known = self.chunks(ids)
+        return [(i, 1.0 - float(d)) for i, d in zip(ids, dists, strict=True) if i in known][:n]
+
+    def keyword(self, query: str, n: int) -> list[tuple[str, float]]:
+        """(chunk id, BM25 score > 0), best first."""
+        retriever = self._keyword_index()
+        if retriever is None or not self._bm25_ids:
+            return []
+        import bm25s
+
+        tokens = bm25s.tokenize(
+            [query], stopwords="en", stemmer=_stemmer(), show_progress=False, return_ids=False
+        )
+        vocab = retriever.vocab_dict
+        query_tokens = [[t for t in tokens[0] if t in vocab]]
+        if not query_tokens[0]:
+            return []
+        k = min(n, len(self._bm25_ids))
+        docs, scores = retriever.retrieve(query_tokens, k=k, show_progress=False, n_threads=1)
+        return [
+            (self._bm25_ids[int(d)], float(s))
+            for d, s in zip(docs[0], scores[0], strict=True)
+            if s > 0
+        ]
+
+    def _keyword_index(self) -> Any:
+        gen = self.generation()
+        if self._bm25 is not None and self._bm25_gen == gen:
+            return self._bm25
+        folder = self.dir / "bm25"
+        meta = folder / "rag_meta.json"
+        if meta.is_file():
+            try:
+                info = json.loads(meta.read_text())
+                if info.get("generation") == gen:
+                    import bm25s
+
+                    self._bm25 = bm25s.BM25.load(str(folder), mmap=False)
+                    self._bm25_ids = info["ids"]
+                    self._bm25_gen = gen
+                    return self._bm25
+            except Exception as e:  # a damaged keyword index is rebuilt, never fatal
+                log.warning("keyword index unreadable (%s); rebuilding", e)
+        self.rebuild_keyword_index()
+        return self._bm25
+
+    def rebuild_keyword_index(self, save: bool = True) -> None:
+        import bm25s
+
+        gen = self.generation()
+        rows = self._db.execute(
+            "SELECT id, title, heading, text FROM chunks ORDER BY source, position"
+        ).fetchall()
+        self._bm25_ids = [r[0] for r in rows]
+        self._bm25_gen = gen
+        if not rows:
+            self._bm25 = None
+            return
+        corpus = [f"{r[1]}\n{r[2]}\n{r[3]}" for r in rows]
+        tokens = bm25s.tokenize(corpus, stopwords="en", stemmer=_stemmer(), show_progress=False)
+        retriever = bm25s.BM25()
+        retriever.index(tokens, show_progress=False)
+        self._bm25 = retriever
+        if save:
+            folder = self.dir / "bm25"
+            tmp = self.dir / "bm25.tmp"
+            try:
+                import shutil
+
+                shutil.rmtree(tmp, ignore_errors=True)
+                retriever.save(str(tmp))
+                (tmp / "rag_meta.json").write_text(json.dumps({"generation": gen, "ids": self._bm25_ids}))
+                shutil.rmtree(folder, ignore_errors=True)
+                tmp.replace(folder)
+            except OSError as e:  # a read-only index still answers from memory
+                log.warning("could not save the keyword index (%s)", e)
+
+    # --- status ------------------------------------------------------------------------
+
+    def count_chunks(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0])
+
+    def stats(self) -> dict[str, Any]:
+        files = self.files()
+        indexed = [f for f in files.values() if f.status == "indexed"]
+        skipped = [f for f in files.values() if f.status == "skipped"]
+        return {
+            "index": str(self.dir),
+            "chroma": self.settings.chroma_url or str(self.dir / "chroma"),
+            "documents": len(indexed),
+            "chunks": self.count_chunks(),
+            "skipped": [{"source": f.source, "reason": f.reason} for f in skipped],
+            "embedding": self.manifest.get("embedding"),
+            "chunking": self.manifest.get("chunk"),
+            "roots": self.manifest.get("roots", []),
+            "versions": self.manifest.get("versions"),
+            "created": self.manifest.get("created"),
+            "updated": self.manifest.get("updated"),
+        }
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def read_manifest(index_dir: Path) -> dict[str, Any] | None:
+    path = Path(index_dir) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise IndexMismatch(
+            f"{path} is unreadable ({e}): delete {index_dir}/ and rebuild it with "
+            f"`rag --index {index_dir} ingest PATH`"
+        ) from e
+    return data if isinstance(data, dict) else None
+
+
+_STEMMER: Any = None
+
+
+def _stemmer() -> Any:
+    global _STEMMER  # a cache of a pure function's result, not state
+    if _STEMMER is None:
+        import Stemmer
+
+        _STEMMER = Stemmer.Stemmer("english")
+    return _STEMMER
