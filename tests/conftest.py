@@ -1,0 +1,90 @@
+"""Shared fixtures: the seeds index (built once per session), a CLI runner, free ports."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from rag.config import Settings, apply_offline_env
+from rag.pipeline import Rag
+
+ROOT = Path(__file__).resolve().parent.parent
+SEEDS = ROOT / "seeds"
+
+apply_offline_env()
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+def run_rag(*args: str, index: Path | None = None, env: dict[str, str] | None = None,
+            cwd: Path | None = None, timeout: float = 300) -> CliResult:  # fmt: skip
+    """Run the real `rag` command (python -m rag) in a subprocess."""
+    cmd = [sys.executable, "-m", "rag"]
+    if index is not None:
+        cmd += ["--index", str(index)]
+    full_env = {**os.environ, **(env or {})}
+    full_env.pop("RAG_LLM_URL", None) if env is None or "RAG_LLM_URL" not in env else None
+    p = subprocess.run(
+        [*cmd, *args], capture_output=True, text=True, env=full_env, cwd=cwd or ROOT,
+        timeout=timeout,
+    )  # fmt: skip
+    return CliResult(p.returncode, p.stdout, p.stderr)
+
+
+def settings_for(index: Path, **groups: dict) -> Settings:
+    s = Settings().with_(store={"index_dir": index})
+    return s.with_(**groups) if groups else s
+
+
+@pytest.fixture(scope="session")
+def seeds_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An index of seeds/ built once for the session. Tests must not write to it."""
+    index = tmp_path_factory.mktemp("seeds_index")
+    Rag(settings_for(index)).ingest([SEEDS])
+    return index
+
+
+@pytest.fixture(scope="session")
+def seeds_rag(seeds_index: Path) -> Rag:
+    """A Rag over the shared seeds index (read-only use)."""
+    return Rag(settings_for(seeds_index))
+
+
+@pytest.fixture
+def free_port() -> int:
+    return pick_free_port()
+
+
+def pick_free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Iterator[Path]:
+    """A small folder of documents a test may change."""
+    d = tmp_path / "docs"
+    d.mkdir()
+    (d / "alpha.md").write_text(
+        "# Alpha Project\n\nThe Alpha project was started in 2019 by Maria Lopez in Lisbon. "
+        "It builds solar-powered water pumps for small farms.\n\n## Funding\n\n"
+        "Alpha received 2.5 million euros from the Horizon programme in 2021.\n"
+    )
+    (d / "beta.txt").write_text(
+        "Beta is a bicycle-sharing scheme in Ghent. It has 1,200 bikes at 85 stations. "
+        "Riders pay 3 euros per day.\n"
+    )
+    yield d
