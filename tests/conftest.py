@@ -34,8 +34,9 @@ def run_rag(*args: str, index: Path | None = None, env: dict[str, str] | None = 
     cmd = [sys.executable, "-m", "rag"]
     if index is not None:
         cmd += ["--index", str(index)]
-    full_env = {**os.environ, **(env or {})}
-    full_env.pop("RAG_LLM_URL", None) if env is None or "RAG_LLM_URL" not in env else None
+    # the user's own RAG_* settings must not leak into tests
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
+    full_env.update(env or {})
     p = subprocess.run(
         [*cmd, *args], capture_output=True, text=True, env=full_env, cwd=cwd or ROOT,
         timeout=timeout,
