@@ -3,8 +3,8 @@
 A chunk is a run of whole sentences (a sentence longer than a chunk is cut at token
 boundaries) whose tokens, with the title/heading prefix and the model's special tokens,
 fit `ChunkSettings.size`. The next chunk repeats whole trailing sentences up to
-`overlap` tokens. A new section (a heading) starts a new chunk once the current one is a
-quarter full, so chunks follow the document's structure.
+`overlap` tokens. A heading starts a new chunk (without overlap from the section before), so chunks
+follow the document's structure.
 """
 
 from __future__ import annotations
@@ -54,6 +54,8 @@ def split_sentences(text: str, start: int = 0, end: int | None = None) -> list[S
 def _split_lines(text: str, start: int, end: int) -> list[Span]:
     out: list[Span] = []
     seg_start = start
+    # a block with long lines is not hard-wrapped: each of its lines is a paragraph
+    unwrapped = any(len(line) > 160 for line in text[start:end].split("\n"))
     i = text.find("\n", start, end)
     while i != -1:
         prev = text[seg_start:i].rstrip()
@@ -62,7 +64,7 @@ def _split_lines(text: str, start: int, end: int) -> list[Span]:
         ends_sentence = last_line.rstrip("\"'”’)]»").endswith((".", "!", "?", ":", "…"))
         short = len(last_line.strip()) < 60
         bullet = bool(re.match(r"([-*•]|\d+[.)])\s", nxt))
-        if ends_sentence or short or bullet:
+        if unwrapped or ends_sentence or short or bullet:
             out.append(Span(seg_start, i))
             seg_start = i + 1
         i = text.find("\n", i + 1, end)
@@ -137,6 +139,7 @@ def chunk_document(
     chunks: list[Chunk] = []
     current: list[tuple[Span, int]] = []
     tokens = 0
+    fresh = 0  # tokens in `current` that are not overlap from the previous chunk
 
     def emit() -> None:
         first, last = current[0][0], current[-1][0]
@@ -146,7 +149,10 @@ def chunk_document(
     for unit in units:
         span, n = unit
         limit = budget(heading_at(current[0][0].start)) if current else budget(heading_at(span.start))
-        new_section = span.start in heading_set and tokens >= limit // 4
+        at_heading = span.start in heading_set
+        if at_heading and current and fresh == 0:
+            current, tokens = [], 0  # overlap never crosses into a new section
+        new_section = at_heading and fresh >= 16
         if current and (tokens + n > limit or new_section):
             emit()
             keep: list[tuple[Span, int]] = []
@@ -161,12 +167,13 @@ def chunk_document(
                 if len(keep) == len(current):
                     keep = keep[1:]
                     kept = sum(k[1] for k in keep)
-            current, tokens = keep, kept
+            current, tokens, fresh = keep, kept, 0
             # overlap plus this unit must still fit
             while current and tokens + n > budget(heading_at(current[0][0].start)):
                 tokens -= current.pop(0)[1]
         current.append(unit)
         tokens += n
+        fresh += n
     if current:
         emit()
     return chunks

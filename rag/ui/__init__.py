@@ -1,0 +1,39 @@
+"""The Gradio app of `rag serve`: Chat, Documents, Evaluation, Status.
+
+Gradio is imported only inside `serve` (importing it takes seconds).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import Settings
+
+__all__ = ["serve"]
+
+
+def serve(
+    settings: Settings,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    docs_dir: Path = Path("documents"),
+) -> None:
+    """Serve the app on http://host:port until interrupted. Nothing is fetched from the internet."""
+    import sys
+
+    import click
+
+    from .app import build_app, launch
+    from .engine import Engine
+
+    engine = Engine(settings, docs_dir)
+    try:
+        demo = build_app(engine)
+        engine.warm_up()  # loads the model while the server starts: the first answer is quick
+        url = launch(demo, host, port, settings.load.max_file_mb)
+        click.echo(f"rag is serving {url}  (documents: {engine.docs_dir}; Ctrl+C to stop)")
+        sys.stdout.flush()
+        demo.block_thread()
+    finally:
+        engine.close()

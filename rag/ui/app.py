@@ -1,0 +1,470 @@
+"""The Gradio Blocks: Chat, Documents, Evaluation and Status tabs over one `Engine`."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from ..config import MODES
+from ..errors import IndexMissing, RagError
+from ..types import Answer, IngestReport
+from . import render
+from .assets import COPY_JS, CSS, HEAD
+from .engine import Engine, LLMChoice, check_llm
+from .evaluation import evaluation_tab
+from .handlers import NO_INDEX, guard, message, progress_bar
+
+EXTRACTIVE = "Extractive (no LLM)"
+ENDPOINT = "LLM endpoint"
+
+
+def build_app(engine: Engine) -> gr.Blocks:
+    s = engine.settings
+    backends = [EXTRACTIVE, ENDPOINT]
+    local = f"Local model ({Path(s.answer.llm_gguf).name})" if s.answer.llm_gguf else None
+    if local:
+        backends.append(local)
+    default_backend = ENDPOINT if s.answer.llm_url else local or EXTRACTIVE
+
+    with gr.Blocks(title="rag — ask your documents", analytics_enabled=False) as demo:
+        header = gr.Markdown("## rag — ask your documents", elem_id="header")
+
+        with gr.Sidebar(label="Settings", open=True, width=290, elem_id="settings") as sidebar:
+            gr.Markdown("### Chat settings\n#### Retrieval")
+            mode = gr.Radio(
+                ["hybrid", "dense", "keyword"],
+                value=s.retrieve.mode,
+                label="Mode",
+                info="hybrid = meaning + exact words",
+            )
+            k = gr.Slider(1, 20, value=s.retrieve.k, step=1, label="Passages to answer from")
+            gr.Markdown("#### Answers")
+            backend = gr.Radio(backends, value=default_backend, label="Answer with")
+            llm_url = gr.Textbox(
+                s.answer.llm_url or "",
+                label="Endpoint URL",
+                placeholder="http://127.0.0.1:8080/v1",
+                visible=default_backend == ENDPOINT,
+            )
+            llm_model = gr.Textbox(
+                s.answer.llm_model or "",
+                label="Model",
+                placeholder="as the endpoint names it",
+                visible=default_backend == ENDPOINT,
+            )
+            llm_check = gr.Button(
+                "Check connection", size="sm", visible=default_backend == ENDPOINT
+            )
+            llm_status = gr.Markdown("", elem_classes="llm-status")
+
+        with gr.Tabs():
+            with gr.Tab("Chat", id="chat-tab") as chat_tab:
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=5, min_width=300):
+                        chat = gr.Chatbot(
+                            elem_id="chat",
+                            label="Conversation",
+                            show_label=False,
+                            height=500,
+                            latex_delimiters=[],
+                            feedback_options=None,
+                            buttons=["copy", "copy_all"],
+                            placeholder="Ask about your documents. Every answer cites its "
+                            "passages: click a [1] to read it.",
+                        )
+                        with gr.Row(elem_id="ask-row"):
+                            question = gr.Textbox(
+                                elem_id="question",
+                                show_label=False,
+                                container=False,
+                                scale=8,
+                                placeholder="Ask a question… (Enter to send)",
+                                max_lines=6,
+                                autofocus=True,
+                            )
+                            ask = gr.Button(
+                                "Ask", variant="primary", scale=1, min_width=70, elem_id="ask"
+                            )
+                        with gr.Row():
+                            copy = gr.Button("Copy answer as Markdown", size="sm", elem_id="copy")
+                            clear = gr.Button("New conversation", size="sm", elem_id="clear")
+                    with gr.Column(scale=4, min_width=300):
+                        gr.Markdown("#### Sources")
+                        sources = gr.HTML(render.sources_html([]), elem_id="sources")
+                answer_md = gr.Textbox(visible="hidden", elem_id="answer-md")
+                turns = gr.State([])
+                history = gr.State([])
+
+            with gr.Tab("Documents", id="docs-tab") as docs_tab:
+                gr.Markdown(
+                    f"Uploaded files are stored in `{engine.docs_dir}` and indexed. Types: "
+                    f"{', '.join(sorted(_supported()))}; up to {s.load.max_file_mb:g} MB each."
+                )
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=2, min_width=280):
+                        uploads = gr.File(
+                            file_count="multiple",
+                            file_types=sorted(_supported()),
+                            label="Add documents",
+                            elem_id="uploads",
+                            height=160,
+                        )
+                        add = gr.Button("Add and index", variant="primary", elem_id="add")
+                    with gr.Column(scale=3, min_width=280):
+                        docs_result = gr.Markdown(elem_id="docs-result")
+                docs_table = gr.Dataframe(
+                    headers=["Document", "Folder", "Status", "Chunks", "Note"],
+                    datatype=["str", "str", "str", "number", "str"],
+                    interactive=False,
+                    elem_id="documents",
+                    label="Indexed documents",
+                    wrap=True,
+                )
+                with gr.Row():
+                    doc_pick = gr.Dropdown(
+                        [],
+                        label="Document (or click its row)",
+                        scale=3,
+                        min_width=260,
+                        elem_id="doc-pick",
+                    )
+                    with gr.Column(scale=1, min_width=160):
+                        delete = gr.Button("Delete document", variant="stop", elem_id="delete")
+                        reindex = gr.Button("Re-index all", elem_id="reindex")
+                doc_order = gr.State([])
+
+            with gr.Tab("Evaluation", id="eval-tab") as eval_tab:
+                evaluation_tab(engine, mode_default=s.retrieve.mode, k_default=s.retrieve.k)
+
+            with gr.Tab("Status", id="status-tab") as status_tab:
+                status_md = gr.Markdown(elem_id="status")
+                status_json = gr.JSON(label="All details", open=False)
+                refresh = gr.Button("Refresh", size="sm")
+
+        # the chat's settings show only with the chat
+        for tab, show in (
+            (chat_tab, True),
+            (docs_tab, False),
+            (eval_tab, False),
+            (status_tab, False),
+        ):
+            tab.select(
+                lambda show=show: gr.update(visible=show),
+                None,
+                sidebar,
+                api_name=False,
+                show_progress="hidden",
+                queue=False,
+            )
+
+        # --- chat --------------------------------------------------------------------------
+
+        def respond(
+            q: str,
+            msgs: list,
+            turns_: list,
+            hist: list,
+            mode_: str,
+            k_: float,
+            backend_: str,
+            url: str,
+            model: str,
+        ) -> Iterator[tuple[Any, ...]]:
+            q = (q or "").strip()
+            if not q:
+                gr.Warning("Type a question first.")
+                yield (gr.skip(),) * 6
+                return
+            llm = _llm_choice(backend_, url, model, s.answer.llm_gguf)
+            msgs = [
+                *msgs,
+                {"role": "user", "content": render.plain(q)},
+                {"role": "assistant", "content": "*Searching the documents…*"},
+            ]
+            yield "", msgs, gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            answer: Answer | None = None
+            text = ""
+            try:
+                for piece in engine.ask_stream(q, k=int(k_), mode=mode_, llm=llm, history=hist):
+                    if isinstance(piece, Answer):
+                        answer = piece
+                        continue
+                    text += piece
+                    msgs[-1] = {"role": "assistant", "content": render.streaming_text(text)}
+                    yield gr.skip(), msgs, gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            except Exception as e:
+                text = message(e)
+                msgs[-1] = {"role": "assistant", "content": f"⚠ {render.plain(text)}"}
+                gr.Warning(text)
+                yield gr.skip(), msgs, gr.skip(), gr.skip(), gr.skip(), gr.skip()
+                return
+            assert answer is not None, "the answerer ended without an Answer"
+            turn = len(turns_) + 1
+            turns_ = [*turns_, (turn, answer)]
+            msgs[-1] = {"role": "assistant", "content": render.answer_html(answer, turn)}
+            hist = [
+                *hist,
+                {"role": "user", "content": q},
+                {"role": "assistant", "content": answer.answer},
+            ]
+            yield (
+                gr.skip(),
+                msgs,
+                render.sources_html(turns_),
+                turns_,
+                hist,
+                render.answer_markdown(answer),
+            )
+
+        ask_inputs = [question, chat, turns, history, mode, k, backend, llm_url, llm_model]
+        ask_outputs = [question, chat, sources, turns, history, answer_md]
+        for trigger in (question.submit, ask.click):
+            trigger(
+                respond,
+                ask_inputs,
+                ask_outputs,
+                concurrency_limit=4,
+                concurrency_id="ask",
+                api_name=False,
+            )
+        configured = LLMChoice(
+            s.answer.llm_url,
+            s.answer.llm_model,
+            str(s.answer.llm_gguf) if s.answer.llm_gguf else None,
+        )
+        gr.api(_api_ask(engine, configured), api_name="ask")
+        copy.click(None, [answer_md], None, js=COPY_JS)
+
+        def new_conversation() -> tuple[Any, ...]:
+            return [], render.sources_html([]), [], [], ""
+
+        # the chat's own trash button too: the sources and the history go with the messages
+        for trigger in (clear.click, chat.clear):
+            trigger(
+                new_conversation, None, [chat, sources, turns, history, answer_md], api_name=False
+            )
+
+        def check(backend_: str, url: str) -> str:
+            """Whether the chosen answerer can be reached (a quick GET {url}/models)."""
+            if backend_ == EXTRACTIVE:
+                return ""
+            if backend_ != ENDPOINT:
+                return "Local model: llama-server starts at the first question."
+            if not url.strip():
+                return '<span class="bad">Enter the endpoint URL first.</span>'
+            ok, text = check_llm(url, s.answer.api_key)
+            css = "ok" if ok else "bad"
+            return f'<span class="{css}">{"●" if ok else "○"} {html.escape(text)}</span>'
+
+        def pick_backend(choice: str, url: str) -> tuple[Any, ...]:
+            show = gr.update(visible=choice == ENDPOINT)
+            return show, show, show, check(choice, url)
+
+        backend.change(
+            pick_backend,
+            [backend, llm_url],
+            [llm_url, llm_model, llm_check, llm_status],
+            api_name=False,
+        )
+        for trigger in (llm_check.click, llm_url.submit, demo.load):
+            trigger(check, [backend, llm_url], llm_status, api_name=False)
+
+        # --- documents ---------------------------------------------------------------------
+
+        def documents() -> tuple[Any, ...]:
+            """The documents table, the delete menu, the header and the Status tab, refreshed."""
+            rows, order = render.documents_rows(engine.files(), engine.docs_dir)
+            choices = [(f"{Path(src).name} — {Path(src).parent}", src) for src in order]
+            info = _index_info(engine)
+            return (
+                rows,
+                gr.update(choices=choices, value=None),
+                order,
+                _header(info),
+                *_status(info, engine.docs_dir),
+            )
+
+        docs_outputs = [docs_table, doc_pick, doc_order, header, status_md, status_json]
+
+        def pick_row(order: list[str], evt: gr.SelectData) -> Any:
+            row = evt.index[0] if isinstance(evt.index, list | tuple) else evt.index
+            return order[row] if 0 <= row < len(order) else gr.skip()
+
+        docs_table.select(pick_row, doc_order, doc_pick, api_name=False)
+
+        @guard(outputs=8)
+        def add_files(
+            files: list[str] | None,
+            progress: Any = gr.Progress(),  # noqa: B008
+        ) -> tuple[Any, ...]:
+            if not files:
+                raise gr.Error("Choose one or more files first.")
+            saved, refused = engine.save_uploads(files)
+            report = None
+            if saved:
+                report = engine.ingest_docs(progress_bar(progress))
+            return (_ingest_summary(report, saved, refused), None, *documents())
+
+        add.click(
+            add_files,
+            uploads,
+            [docs_result, uploads, *docs_outputs],
+            concurrency_id="write",
+            concurrency_limit=1,
+            api_name="add_documents",
+        )
+
+        @guard(outputs=7)
+        def delete_doc(source: str | None) -> tuple[Any, ...]:
+            if not source:
+                raise gr.Error("Pick a document to delete first.")
+            return (engine.delete(source), *documents())
+
+        delete.click(
+            delete_doc,
+            doc_pick,
+            [docs_result, *docs_outputs],
+            concurrency_id="write",
+            concurrency_limit=1,
+            api_name=False,
+        )
+
+        @guard(outputs=7)
+        def reindex_all(progress: Any = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008
+            report = engine.reindex(progress_bar(progress))
+            return (_ingest_summary(report, [], []), *documents())
+
+        reindex.click(
+            reindex_all,
+            None,
+            [docs_result, *docs_outputs],
+            concurrency_id="write",
+            concurrency_limit=1,
+            api_name=False,
+        )
+
+        # --- status ------------------------------------------------------------------------
+
+        @guard(outputs=2)
+        def status() -> tuple[str, Any]:
+            return _status(_index_info(engine), engine.docs_dir)
+
+        refresh.click(status, None, [status_md, status_json], api_name="status")
+
+        demo.load(guard(outputs=6, message_at=3)(documents), None, docs_outputs, api_name=False)
+    return demo
+
+
+def launch(demo: gr.Blocks, host: str, port: int, max_file_mb: float) -> str:
+    """Start serving in the background; returns the local URL."""
+    demo.queue(default_concurrency_limit=4, max_size=64)
+    try:
+        demo.launch(
+            server_name=host,
+            server_port=port,
+            share=False,
+            inbrowser=False,
+            quiet=True,
+            prevent_thread_lock=True,
+            ssr_mode=False,
+            mcp_server=False,
+            pwa=False,
+            footer_links=["api"],
+            max_file_size=f"{int(max_file_mb * 1024)}kb",
+            show_error=True,
+            theme=gr.themes.Default(),
+            css=CSS,
+            head=HEAD,
+        )
+    except OSError as e:
+        reason = "it is in use" if "empty port" in str(e) else str(e)
+        raise RagError(f"cannot serve on {host}:{port} ({reason}); choose another --port") from e
+    return f"http://{host}:{port}/"
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def _llm_choice(backend: str, url: str, model: str, gguf: Path | None) -> LLMChoice:
+    if backend == ENDPOINT:
+        if not url.strip():
+            gr.Warning("No endpoint URL is set: answering extractively.")
+            return LLMChoice()
+        return LLMChoice(url=url.strip(), model=model.strip() or None)
+    if backend.startswith("Local model") and gguf:
+        return LLMChoice(gguf=str(gguf))
+    return LLMChoice()
+
+
+def _api_ask(engine: Engine, llm: LLMChoice) -> Callable[..., dict[str, Any]]:
+    def ask(question: str, k: int = 5, mode: str = "hybrid") -> dict[str, Any]:
+        """Answer a question from the documents, as `rag ask --json` does."""
+        if mode not in MODES:
+            raise gr.Error(f"mode must be one of {', '.join(MODES)}")
+        answer = None
+        try:
+            for piece in engine.ask_stream(question, k=int(k), mode=mode, llm=llm):  # type: ignore[arg-type]
+                if isinstance(piece, Answer):
+                    answer = piece
+        except Exception as e:
+            raise gr.Error(message(e)) from None
+        assert answer is not None
+        return answer.to_json()
+
+    return ask
+
+
+def _index_info(engine: Engine) -> dict[str, Any] | None:
+    """Rag.status(), or None while there is no index."""
+    try:
+        return engine.status()
+    except IndexMissing:
+        return None
+
+
+def _status(info: dict[str, Any] | None, docs_dir: Path) -> tuple[str, Any]:
+    if info is None:
+        return NO_INDEX, {}
+    return render.status_markdown(info, docs_dir), info
+
+
+def _header(info: dict[str, Any] | None) -> str:
+    if info is None:
+        return f"## rag — ask your documents\n{NO_INDEX}"
+    return (
+        f"## rag — ask your documents\n{info['documents']} documents · {info['chunks']} passages"
+        f" · index `{info['index']}`"
+    )
+
+
+def _ingest_summary(report: IngestReport | None, saved: list[Any], refused: list[str]) -> str:
+    lines = []
+    if report is not None:
+        changed = len(report.added) + len(report.updated)
+        lines.append(
+            f"**Indexed {changed} file{'s' if changed != 1 else ''}** in {report.seconds:.1f} s: "
+            f"{report.chunks_added} passages added, {report.chunks_removed} removed; "
+            f"{len(report.unchanged)} unchanged."
+        )
+        for label, items in (
+            ("added", report.added),
+            ("updated", report.updated),
+            ("removed", report.removed),
+        ):
+            lines += [f"- {label}: {Path(x).name}" for x in items]
+        lines += [f"- **skipped** {Path(x.source).name}: {x.reason}" for x in report.skipped]
+    replaced = [x.name for x in saved if x.replaced]
+    if replaced:
+        lines.append(f"Replaced the earlier version of: {', '.join(replaced)}.")
+    lines += [f"- **not added** {r}" for r in refused]
+    return "\n".join(lines) or "Nothing to do."
+
+
+def _supported() -> set[str]:
+    from ..loaders import SUPPORTED
+
+    return set(SUPPORTED)

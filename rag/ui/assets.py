@@ -1,0 +1,94 @@
+"""The app's own CSS and JavaScript, served inline: nothing is loaded from the internet."""
+
+CSS = """
+#sources { max-height: 68vh; overflow-y: auto; padding-right: 4px; }
+#sources .empty { color: var(--body-text-color-subdued); padding: 1em 0.25em; }
+#sources details.turn { margin-bottom: 0.75em; }
+#sources details.turn > summary { cursor: pointer; font-weight: 600; padding: 0.25em 0;
+  color: var(--body-text-color-subdued); }
+#sources details.turn[open] > summary { color: var(--body-text-color); }
+#sources article.src { border: 1px solid var(--border-color-primary); border-radius: 8px;
+  padding: 0.6em 0.75em; margin: 0.5em 0; background: var(--background-fill-secondary);
+  scroll-margin-top: 1em; transition: box-shadow 0.3s, border-color 0.3s; }
+#sources article.src.flash { border-color: var(--color-accent); box-shadow: 0 0 0 3px
+  var(--color-accent-soft); }
+#sources article.src header { font-size: 0.85em; color: var(--body-text-color-subdued);
+  margin-bottom: 0.35em; overflow-wrap: anywhere; }
+#sources article.src header b { color: var(--body-text-color); }
+#sources article.src .n { font-weight: 700; color: var(--color-accent); }
+#sources .passage { white-space: pre-wrap; font-size: 0.92em; line-height: 1.45; }
+#sources mark { background: #fde68a; color: #111; padding: 0 1px; border-radius: 2px; }
+#sources blockquote { margin: 0.3em 0; font-style: italic; }
+#sources .note { font-size: 0.85em; color: var(--body-text-color-subdued); margin: 0.2em 0; }
+#sources .refusal { font-weight: 700; font-size: 1.05em; }
+#sources .warning, #sources .unsupported { color: #b45309; }
+#chat a.cite { text-decoration: none; font-weight: 600; color: var(--color-accent);
+  cursor: pointer; }
+#chat a.cite:hover { text-decoration: underline; }
+.status-table th { text-align: left; font-weight: 600; padding-right: 2em; white-space: nowrap; }
+.status-table th, .status-table td { border: none !important;
+  border-bottom: 1px solid var(--border-color-primary) !important; }
+.llm-status p { margin: 0; font-size: 0.9em; }
+.ok { color: #15803d; } .bad { color: #b91c1c; }
+#ask-row { align-items: stretch; }
+footer { display: none !important; }
+@media (max-width: 640px) { #sources { max-height: none; } #header { padding-left: 1.6em; } }
+"""
+
+# Citation links jump to their passage: open its folded answer, scroll, flash it.
+# Listening on the document (capture phase) works for messages rendered at any time.
+HEAD = """
+<script>
+document.addEventListener("click", (event) => {
+  const link = event.target.closest && event.target.closest('a[href^="#src-"]');
+  if (!link) return;
+  event.preventDefault();
+  event.stopPropagation();
+  const target = document.getElementById(link.getAttribute("href").slice(1));
+  if (!target) return;
+  const fold = target.closest("details");
+  if (fold) fold.open = true;
+  // the highlighted words, not the top of a long passage
+  (target.querySelector("mark") || target).scrollIntoView({behavior: "smooth", block: "center"});
+  target.classList.add("flash");
+  setTimeout(() => target.classList.remove("flash"), 1600);
+}, true);
+
+// a narrow window starts with the settings folded away, not covering the chat
+const foldSettings = setInterval(() => {
+  const toggle = document.querySelector("#settings .toggle-button");
+  if (!toggle) return;
+  clearInterval(foldSettings);
+  if (window.innerWidth < 768 && document.querySelector("#settings.open")) toggle.click();
+}, 100);
+</script>
+"""
+
+# The copy button: the answer as Markdown to the clipboard, with a fallback for plain http.
+COPY_JS = """
+(markdown) => {
+  const button = document.getElementById("copy");
+  const done = (label) => {
+    if (!button) return;
+    const old = button.textContent;
+    button.textContent = label;
+    setTimeout(() => { button.textContent = old; }, 1500);
+  };
+  if (!markdown) { done("Nothing to copy yet"); return []; }
+  const fallback = () => {
+    const area = document.createElement("textarea");
+    area.value = markdown;
+    document.body.appendChild(area);
+    area.select();
+    const ok = document.execCommand("copy");
+    area.remove();
+    done(ok ? "Copied ✓" : "Copy failed");
+  };
+  if (navigator.clipboard && window.isSecureContext) {
+    navigator.clipboard.writeText(markdown).then(() => done("Copied ✓"), fallback);
+  } else {
+    fallback();
+  }
+  return [];
+}
+"""

@@ -1,0 +1,286 @@
+"""What the app does, without Gradio: ask, stream, upload, delete, re-index, check the LLM.
+
+Every call runs on one of three small thread pools, so a question is answered while an
+ingest or an evaluation runs. Each pool thread keeps its own `Rag`: the index catalog is a
+SQLite connection, which may only be used on the thread that opened it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import filecmp
+import json
+import os
+import queue
+import re
+import shutil
+import threading
+import unicodedata
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..config import Mode, Settings
+from ..errors import RagError, UsageError
+from ..pipeline import Rag
+from ..types import Answer, IngestReport
+
+T = TypeVar("T")
+Progress = Callable[[str, int, int], None]
+_DONE = object()
+
+
+@dataclass(frozen=True)
+class LLMChoice:
+    """Which answerer a question uses: extractive (url None) or an OpenAI-compatible endpoint."""
+
+    url: str | None = None
+    model: str | None = None
+    gguf: str | None = None  # a local model file, when the server was started with one
+
+
+@dataclass(frozen=True)
+class Saved:
+    name: str  # the sanitized file name in the documents folder
+    replaced: bool  # a different file of that name was there: this is its new version
+
+
+class Engine:
+    """The app's one entry to the pipeline: thread-safe, shared by every browser session."""
+
+    def __init__(self, settings: Settings, docs_dir: Path, ask_workers: int = 2) -> None:
+        self.settings = settings
+        self.docs_dir = Path(docs_dir).expanduser().resolve()
+        self._local = threading.local()
+        self._ask_workers = ask_workers
+        self._pools = {
+            "ask": ThreadPoolExecutor(ask_workers, thread_name_prefix="rag-ask"),
+            "write": ThreadPoolExecutor(1, thread_name_prefix="rag-write"),
+            "eval": ThreadPoolExecutor(1, thread_name_prefix="rag-eval"),
+        }
+        self._llm_lock = threading.Lock()
+        self._llm_servers = contextlib.ExitStack()  # a local model's llama-server, once started
+        self._local_llm_url: str | None = None
+
+    # --- running work on the pools -----------------------------------------------------
+
+    def _rag(self) -> Rag:
+        rag = getattr(self._local, "rag", None)
+        if rag is None:
+            rag = self._local.rag = Rag(self.settings)
+        return rag
+
+    def run(self, pool: str, fn: Callable[[Rag], T]) -> T:
+        """Run `fn(rag)` on a thread of `pool` and wait for its result (or exception)."""
+        return self._pools[pool].submit(lambda: fn(self._rag())).result()
+
+    def run_with_progress(
+        self, pool: str, fn: Callable[[Rag, Progress], T], on_progress: Progress
+    ) -> T:
+        """Like `run`, calling `on_progress` on the *caller's* thread as the work reports it."""
+        events: queue.Queue[tuple[str, int, int]] = queue.Queue()
+        future: Future[T] = self._pools[pool].submit(
+            lambda: fn(self._rag(), lambda s, d, t: events.put((s, d, t)))
+        )
+        while not future.done() or not events.empty():
+            with contextlib.suppress(queue.Empty):
+                on_progress(*events.get(timeout=0.1))
+        return future.result()
+
+    def warm_up(self) -> None:
+        """Open the model and the index on the question threads now, not at the first question."""
+
+        def touch() -> None:
+            rag = self._rag()
+            if rag.index_exists():
+                rag.search("warm up", k=1)
+
+        for _ in range(self._ask_workers):
+            self._pools["ask"].submit(touch)
+
+    def close(self) -> None:
+        for pool in self._pools.values():
+            pool.shutdown(wait=False, cancel_futures=True)
+        self._llm_servers.close()
+
+    # --- questions ---------------------------------------------------------------------
+
+    def ask_stream(
+        self,
+        question: str,
+        *,
+        k: int,
+        mode: Mode,
+        llm: LLMChoice,
+        history: Sequence[dict[str, str]] = (),
+    ) -> Iterator[str | Answer]:
+        """The answer's text pieces as they come, then the Answer (as `Rag.ask_stream`)."""
+        if not question.strip():
+            raise UsageError("the question is empty: type a question")
+        out: queue.Queue[Any] = queue.Queue()
+
+        def work() -> None:
+            try:
+                rag = self._rag()
+                answerer, warning = self._answerer(llm)
+                # this Rag belongs to this thread: choosing its answerer affects no one else
+                rag.settings = self.settings.with_(answer=answerer)
+                for piece in rag.ask_stream(question, k=k, mode=mode, history=list(history)):
+                    if warning and isinstance(piece, Answer):
+                        piece.warnings.insert(0, warning)
+                    out.put(piece)
+            except BaseException as e:
+                out.put(e)
+            out.put(_DONE)
+
+        self._pools["ask"].submit(work)
+        while (item := out.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def _answerer(self, llm: LLMChoice) -> tuple[dict[str, Any], str | None]:
+        """The `Settings.answer` fields that select `llm`, and a warning if it cannot be had."""
+        extractive: dict[str, Any] = {"llm_url": None, "llm_model": None, "llm_gguf": None}
+        if llm.url:
+            return {**extractive, "llm_url": llm.url, "llm_model": llm.model or None}, None
+        if not llm.gguf:
+            return extractive, None
+        try:
+            return {**extractive, "llm_url": self._start_local_llm(Path(llm.gguf))}, None
+        except RagError as e:
+            return extractive, f"{e}; showing the extractive answer"
+
+    def _start_local_llm(self, gguf: Path) -> str:
+        """The URL of llama-server for `gguf`, started on first use and kept until close()."""
+        from ..answer.llm import serving
+
+        with self._llm_lock:
+            if self._local_llm_url is None:
+                answer = replace(self.settings.answer, llm_url=None, llm_gguf=gguf)
+                self._local_llm_url = self._llm_servers.enter_context(serving(answer)).llm_url
+            assert self._local_llm_url is not None
+            return self._local_llm_url
+
+    # --- documents ---------------------------------------------------------------------
+
+    def files(self) -> dict[str, Any]:
+        """Every file the index knows: source → FileRow (status, chunks, reason)."""
+        return self.run("ask", lambda rag: rag.index.files() if rag.index_exists() else {})
+
+    def status(self) -> dict[str, Any]:
+        return self.run("ask", lambda rag: rag.status())
+
+    def save_uploads(self, paths: Sequence[Path | str]) -> tuple[list[Saved], list[str]]:
+        """Copy uploaded files into the documents folder. Returns (saved, refusals)."""
+        from ..loaders import SUPPORTED
+
+        self.docs_dir.mkdir(parents=True, exist_ok=True)
+        limit = self.settings.load.max_file_mb
+        saved, refused = [], []
+        for given in paths:
+            path = Path(given)
+            name = safe_name(path.name)
+            if Path(name).suffix.lower() not in SUPPORTED:
+                kinds = ", ".join(sorted(SUPPORTED))
+                refused.append(f"{path.name}: not a supported type (use {kinds})")
+                continue
+            size = path.stat().st_size
+            if size > limit * 1024 * 1024:
+                refused.append(f"{path.name}: too large ({size / 1e6:.1f} MB > {limit:g} MB)")
+                continue
+            target = self.docs_dir / name
+            if target.is_symlink() or target.resolve().parent != self.docs_dir:
+                refused.append(f"{path.name}: {name} is not a plain file in the documents folder")
+                continue
+            replaced = target.exists() and not filecmp.cmp(path, target, shallow=False)
+            tmp = self.docs_dir / f".{name}.upload"
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, target)  # whole or not at all, even if the server stops mid-copy
+            saved.append(Saved(name, replaced))
+        return saved, refused
+
+    def ingest_docs(self, on_progress: Progress) -> IngestReport:
+        """Index what changed in the documents folder."""
+        self.docs_dir.mkdir(parents=True, exist_ok=True)
+        return self.run_with_progress(
+            "write", lambda rag, p: rag.ingest([self.docs_dir], progress=p), on_progress
+        )
+
+    def reindex(self, on_progress: Progress) -> IngestReport:
+        """Index what changed under every folder the index was built from."""
+
+        def work(rag: Rag, progress: Progress) -> IngestReport:
+            roots = [Path(r) for r in (rag.status()["roots"] if rag.index_exists() else [])]
+            roots = [r for r in roots if r.exists()]
+            if self.docs_dir.exists() and not any(_within(self.docs_dir, r) for r in roots):
+                roots.append(self.docs_dir)
+            if not roots:
+                raise UsageError("nothing to index yet: upload documents first")
+            return rag.ingest(roots, progress=progress)
+
+        return self.run_with_progress("write", work, on_progress)
+
+    def delete(self, source: str) -> str:
+        """Forget one document; delete its file too when it is in the documents folder."""
+
+        def work(rag: Rag) -> str:
+            path = Path(source)
+            inside = path.parent == self.docs_dir
+            if inside:
+                path.unlink(missing_ok=True)
+            chunks = rag.index.remove_sources([source])
+            rag.index.rebuild_keyword_index()
+            rag.index.write_manifest()
+            kept = "" if inside else " (the file itself is outside the documents folder: kept)"
+            return f"Deleted {path.name}: {chunks} chunks removed{kept}."
+
+        return self.run("write", work)
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def _within(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def safe_name(name: str, max_len: int = 120) -> str:
+    """A file name that stays inside its folder: no separators, no leading dots, no controls."""
+    name = unicodedata.normalize("NFKC", name).replace("\\", "/").split("/")[-1]
+    name = re.sub(r"[^\w.\- ()]+", "_", name).strip(" .")
+    name = re.sub(r"_+", "_", name)
+    stem, dot, suffix = name.rpartition(".")
+    if not dot:
+        stem, suffix = name, ""
+    stem = stem[: max_len - len(suffix) - 1].strip(" .") or "document"
+    return f"{stem}.{suffix}" if suffix else stem
+
+
+def check_llm(url: str, api_key: str | None = None, timeout: float = 2.0) -> tuple[bool, str]:
+    """Is an OpenAI-compatible endpoint up? A quick GET {url}/models."""
+    url = url.strip().rstrip("/")
+    if not re.match(r"https?://", url):
+        return False, "the URL must start with http:// or https://"
+    request = urllib.request.Request(f"{url}/models")
+    if api_key:
+        request.add_header("Authorization", f"Bearer {api_key}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            body = json.loads(response.read(1 << 20) or b"{}")
+    except urllib.error.HTTPError as e:
+        return False, f"{url}/models answered HTTP {e.code}"
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        return False, f"cannot reach {url} ({reason})"
+    models = [m.get("id") for m in body.get("data", []) if isinstance(m, dict)]
+    listed = f": {', '.join(m for m in models[:5] if m)}" if models else ""
+    return True, f"reachable{listed}"

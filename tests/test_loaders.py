@@ -1,0 +1,183 @@
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from rag.config import LoadSettings
+from rag.errors import UsageError
+from rag.loaders import discover, load_file
+from rag.types import Document, Skipped
+
+
+def _doc(path: Path, **kw: float) -> Document:
+    d = load_file(path, LoadSettings(**kw))
+    assert isinstance(d, Document), d
+    return d
+
+
+def test_txt_and_title_and_headings(tmp_path: Path) -> None:
+    p = tmp_path / "essay.txt"
+    body = "This paragraph is long enough to be a paragraph of prose that follows a title. " * 3
+    p.write_text(f"My Essay\nA Section Title\n{body}\n")
+    d = _doc(p)
+    assert d.title == "My Essay"
+    assert (d.text.index("A Section Title"), "A Section Title") in d.headings
+    assert d.source == str(p.resolve())
+    assert len(d.sha256) == 64
+
+
+def test_non_utf8_is_decoded(tmp_path: Path) -> None:
+    p = tmp_path / "latin.txt"
+    text = "Le café coûte trois euros à Genève, déclare François. " * 5
+    p.write_bytes(text.encode("cp1252"))
+    d = _doc(p)
+    assert "café coûte" in d.text and "François" in d.text
+
+
+def test_utf16_with_bom_is_decoded(tmp_path: Path) -> None:
+    p = tmp_path / "wide.txt"
+    p.write_bytes("Hello wide world, this is UTF-16 text.".encode("utf-16"))
+    assert "wide world" in _doc(p).text
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "reason"),
+    [
+        ("empty.txt", b"", "empty"),
+        ("blank.md", b"   \n\n  ", "no text"),
+        ("blob.txt", bytes(range(256)) * 40, "binary"),
+        ("broken.pdf", b"%PDF-1.4 this is not really a pdf", "PDF"),
+        ("broken.docx", b"PK\x03\x04 not a zip", "DOCX"),
+    ],
+)
+def test_bad_files_are_skipped_with_reason(tmp_path: Path, name: str, data: bytes, reason: str) -> None:
+    p = tmp_path / name
+    p.write_bytes(data)
+    out = load_file(p)
+    assert isinstance(out, Skipped)
+    assert reason.lower() in out.reason.lower()
+
+
+def test_too_large_is_skipped_without_reading(tmp_path: Path) -> None:
+    p = tmp_path / "big.txt"
+    p.write_text("word " * 300_000)
+    out = load_file(p, LoadSettings(max_file_mb=1))
+    assert isinstance(out, Skipped) and "too large" in out.reason and "--max-file-mb" in out.reason
+
+
+def test_unreadable_file_is_skipped(tmp_path: Path) -> None:
+    p = tmp_path / "secret.txt"
+    p.write_text("hidden")
+    p.chmod(0)
+    try:
+        out = load_file(p)
+        # root can read anything: then it loads, which is also fine
+        assert isinstance(out, Skipped | Document)
+        if isinstance(out, Skipped):
+            assert "unreadable" in out.reason
+    finally:
+        p.chmod(0o644)
+
+
+def test_html_keeps_main_content_only(tmp_path: Path) -> None:
+    p = tmp_path / "page.html"
+    p.write_text(
+        "<html><head><title>Widgets guide</title><style>.x{}</style>"
+        "<script>var tracking = 1;</script></head><body>"
+        "<nav><a href='/'>Home</a> | <a href='/about'>About us</a></nav>"
+        "<div class='sphinxsidebar'>Quick search box</div>"
+        "<main><h1>Widgets</h1><p>Widgets are <b>small</b> gadgets.</p>"
+        "<h2>Sizes</h2><p>They come in three sizes.</p><pre>code = 1\nmore = 2</pre>"
+        "<table><tr><td>small</td><td>1 cm</td></tr></table></main>"
+        "<footer>Copyright 2024</footer></body></html>"
+    )
+    d = _doc(p)
+    assert d.title == "Widgets guide"
+    assert "Widgets are small gadgets." in d.text
+    assert "code = 1\nmore = 2" in d.text
+    assert "small" in d.text and "1 cm" in d.text
+    for junk in ("Home", "About us", "tracking", "Quick search", "Copyright"):
+        assert junk not in d.text
+    headings = dict((h, o) for o, h in d.headings)
+    assert d.text[headings["Sizes"] :].startswith("Sizes")
+
+
+def test_markdown_headings(tmp_path: Path) -> None:
+    p = tmp_path / "notes.md"
+    p.write_text("# Title\n\nIntro text.\n\n## Part two\n\nMore text here.\n")
+    d = _doc(p)
+    assert [h for _, h in d.headings] == ["Title", "Part two"]
+    assert d.title == "Title"
+
+
+def _make_pdf(pages: list[str]) -> bytes:
+    """A minimal valid PDF with one text line per page (no PDF library needed)."""
+    objs: list[bytes] = []
+    kids = " ".join(f"{3 + 2 * i} 0 R" for i in range(len(pages)))
+    objs.append(b"<< /Type /Catalog /Pages 2 0 R >>")
+    objs.append(f"<< /Type /Pages /Kids [{kids}] /Count {len(pages)} >>".encode())
+    font_id = 3 + 2 * len(pages)
+    for i, text in enumerate(pages):
+        content = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
+        objs.append(
+            f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {4 + 2 * i} 0 R "
+            f"/Resources << /Font << /F1 {font_id} 0 R >> >> >>".encode()
+        )
+        objs.append(b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream")
+    objs.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
+    out = io.BytesIO()
+    out.write(b"%PDF-1.4\n")
+    offsets = []
+    for n, body in enumerate(objs, start=1):
+        offsets.append(out.tell())
+        out.write(f"{n} 0 obj\n".encode() + body + b"\nendobj\n")
+    xref = out.tell()
+    out.write(f"xref\n0 {len(objs) + 1}\n0000000000 65535 f \n".encode())
+    for off in offsets:
+        out.write(f"{off:010d} 00000 n \n".encode())
+    out.write(f"trailer\n<< /Size {len(objs) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode())
+    return out.getvalue()
+
+
+def test_pdf_pages_are_recorded(tmp_path: Path) -> None:
+    p = tmp_path / "report.pdf"
+    p.write_bytes(_make_pdf(["First page talks about apples.", "Second page talks about pears."]))
+    d = _doc(p)
+    assert "apples" in d.text and "pears" in d.text
+    assert [n for _, n in d.pages] == [1, 2]
+    assert d.text[d.pages[1][0] :].startswith("Second page")
+
+
+def test_docx_paragraphs_headings_tables(tmp_path: Path) -> None:
+    import docx
+
+    document = docx.Document()
+    document.add_heading("Quarterly report", level=1)
+    document.add_paragraph("Revenue grew by 12 percent in the third quarter.")
+    table = document.add_table(rows=1, cols=2)
+    table.rows[0].cells[0].text = "Region"
+    table.rows[0].cells[1].text = "North"
+    p = tmp_path / "report.docx"
+    document.save(str(p))
+    d = _doc(p)
+    assert "Revenue grew by 12 percent" in d.text
+    assert "Region | North" in d.text
+    assert (0, "Quarterly report") in d.headings
+
+
+def test_discover_lists_unsupported_and_skips_hidden(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("a")
+    (tmp_path / "b.png").write_bytes(b"\x89PNG")
+    (tmp_path / "app.js").write_text("x")
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "c.txt").write_text("c")
+    files, unsupported = discover([tmp_path])
+    assert [f.name for f in files] == ["a.txt"]
+    assert sorted(Path(u).name for u in unsupported) == ["app.js", "b.png"]
+
+
+def test_discover_missing_path_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="no such file"):
+        discover([tmp_path / "nope"])

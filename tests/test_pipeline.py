@@ -1,0 +1,144 @@
+"""Ingest, incremental re-ingest, removal, bad files, manifests: through the Rag object."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rag.errors import IndexMismatch, IndexMissing, UsageError
+from rag.pipeline import Rag
+from rag.store import MANIFEST
+
+from .conftest import settings_for
+
+
+def test_ingest_then_reingest_is_incremental(tmp_path: Path, corpus: Path) -> None:
+    index = tmp_path / "idx"
+    rag = Rag(settings_for(index))
+    r1 = rag.ingest([corpus])
+    assert sorted(Path(s).name for s in r1.added) == ["alpha.md", "beta.txt"]
+    assert r1.chunks_added == r1.chunks_total > 0 and r1.documents_total == 2
+
+    r2 = Rag(settings_for(index)).ingest([corpus])
+    assert r2.added == [] and r2.updated == [] and r2.chunks_added == 0
+    assert len(r2.unchanged) == 2
+
+    (corpus / "beta.txt").write_text("Beta now has 2,000 bikes at 120 stations across Ghent.\n")
+    (corpus / "alpha.md").unlink()
+    (corpus / "gamma.txt").write_text("Gamma is a tram line opened in 2015 in Porto.\n")
+    rag3 = Rag(settings_for(index))
+    r3 = rag3.ingest([corpus])
+    assert [Path(s).name for s in r3.updated] == ["beta.txt"]
+    assert [Path(s).name for s in r3.removed] == ["alpha.md"]
+    assert [Path(s).name for s in r3.added] == ["gamma.txt"]
+    assert r3.documents_total == 2
+
+    # the index answers from the new content only, in every mode
+    for mode in ("dense", "keyword", "hybrid"):
+        hits = rag3.search("How many bikes does Beta have?", k=3, mode=mode)  # type: ignore[arg-type]
+        texts = " ".join(h.chunk.text for h in hits)
+        assert "2,000 bikes" in texts and "1,200" not in texts
+        assert all("Alpha" not in h.chunk.text for h in hits)
+    # Chroma holds exactly the catalog's chunks: nothing stale left behind
+    assert rag3.index.collection.count() == rag3.index.count_chunks()
+
+
+def test_ingest_of_one_folder_keeps_others(tmp_path: Path, corpus: Path) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "delta.txt").write_text("Delta is a ferry between Tallinn and Helsinki.\n")
+    rag = Rag(settings_for(tmp_path / "idx"))
+    rag.ingest([corpus])
+    rag.ingest([other])
+    report = rag.ingest([other])
+    assert report.removed == [] and report.documents_total == 3
+
+
+def test_bad_files_are_reported_and_do_not_stop_ingest(tmp_path: Path, corpus: Path) -> None:
+    (corpus / "empty.txt").write_text("")
+    (corpus / "broken.pdf").write_bytes(b"%PDF-1.7 garbage")
+    (corpus / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    (corpus / "tiny-binary.txt").write_bytes(bytes(range(256)) * 10)
+    rag = Rag(settings_for(tmp_path / "idx"))
+    report = rag.ingest([corpus])
+    reasons = {Path(s.source).name: s.reason for s in report.skipped}
+    assert set(reasons) == {"empty.txt", "broken.pdf", "tiny-binary.txt"}
+    assert "empty" in reasons["empty.txt"] and "binary" in reasons["tiny-binary.txt"]
+    assert [Path(u).name for u in report.unsupported] == ["image.png"]
+    assert report.documents_total == 2
+    # a skipped file is remembered: unchanged, it is reported again without re-reading
+    again = rag.ingest([corpus])
+    assert {Path(s.source).name for s in again.skipped} == set(reasons)
+    status = rag.status()
+    assert {Path(s["source"]).name for s in status["skipped"]} == set(reasons)
+
+
+def test_file_that_turns_bad_loses_its_chunks(tmp_path: Path, corpus: Path) -> None:
+    rag = Rag(settings_for(tmp_path / "idx"))
+    rag.ingest([corpus])
+    (corpus / "beta.txt").write_bytes(b"")
+    report = rag.ingest([corpus])
+    assert [Path(s.source).name for s in report.skipped] == ["beta.txt"]
+    assert all("Ghent" not in h.chunk.text for h in rag.search("bicycle Ghent", k=5))
+
+
+def test_missing_index_and_missing_path(tmp_path: Path) -> None:
+    rag = Rag(settings_for(tmp_path / "none"))
+    with pytest.raises(IndexMissing, match="rag --index .* ingest PATH"):
+        rag.search("anything")
+    with pytest.raises(UsageError, match="no such file"):
+        rag.ingest([tmp_path / "missing"])
+
+
+def test_manifest_mismatch_is_refused_with_the_fix(tmp_path: Path, corpus: Path) -> None:
+    index = tmp_path / "idx"
+    Rag(settings_for(index)).ingest([corpus])
+    other_chunking = settings_for(index, chunk={"size": 128})
+    with pytest.raises(IndexMismatch, match=r"ingest --rebuild"):
+        Rag(other_chunking).ingest([corpus])
+    # a query does not depend on chunking: it still answers
+    assert Rag(other_chunking).search("solar pumps", k=1)
+    manifest = json.loads((index / MANIFEST).read_text())
+    manifest["embedding"]["model"] = "some-other-model"
+    (index / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(IndexMismatch, match="some-other-model.*rebuild it with `rag --index"):
+        Rag(settings_for(index)).search("solar pumps")
+    # --rebuild starts over with this run's settings
+    report = Rag(other_chunking).ingest([corpus], rebuild=True)
+    assert report.documents_total == 2 and len(report.added) == 2
+    assert json.loads((index / MANIFEST).read_text())["chunk"]["size"] == 128
+
+
+def test_keyword_index_rebuilds_when_behind(tmp_path: Path, corpus: Path) -> None:
+    """An ingest killed before the keyword index was rebuilt still answers by keyword."""
+    index = tmp_path / "idx"
+    rag = Rag(settings_for(index))
+    rag.ingest([corpus])
+    # simulate a crash right after a catalog commit: keyword index from an older generation
+    meta = index / "bm25" / "rag_meta.json"
+    info = json.loads(meta.read_text())
+    info["generation"] -= 1
+    meta.write_text(json.dumps(info))
+    hits = Rag(settings_for(index)).search("Horizon programme funding", k=2, mode="keyword")
+    assert hits and "Horizon" in hits[0].chunk.text
+    assert json.loads(meta.read_text())["generation"] == info["generation"] + 1
+
+
+def test_orphan_vectors_are_ignored_and_swept(tmp_path: Path, corpus: Path) -> None:
+    import numpy as np
+
+    index = tmp_path / "idx"
+    rag = Rag(settings_for(index))
+    rag.ingest([corpus])
+    # a vector written by an ingest that died before its catalog commit
+    rag.index.collection.upsert(
+        ids=["orphan"],
+        embeddings=np.ones((1, rag.embedder.dim), dtype=np.float32),
+        documents=["orphan text"],
+    )
+    hits = rag.search("orphan text", k=10, mode="dense")
+    assert "orphan" not in {h.chunk.id for h in hits}
+    assert rag.index.sweep_orphans() == 1
+    assert rag.index.collection.count() == rag.index.count_chunks()

@@ -1,0 +1,274 @@
+"""The app's parts that need no browser: rendering, upload names, the engine, the LLM check."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from rag.config import Settings
+from rag.types import Answer, Chunk, Citation, Hit
+from rag.ui import render
+from rag.ui.engine import Engine, LLMChoice, check_llm, safe_name
+
+from .conftest import settings_for
+
+
+def _hit(text: str, rank: int = 1, source: str = "/docs/report.pdf", page: int | None = 3) -> Hit:
+    chunk = Chunk(f"c{rank}", source, text, 0, len(text), "Report", "Findings", page, rank)
+    return Hit(chunk, score=0.0328, rank=rank, dense=0.71)
+
+
+def _answer() -> Answer:
+    hit = _hit("Intro line.\nJapan  pledged $550 billion to the\nUnited States. Other text.")
+    cit = Citation(1, hit, quote="Japan pledged $550 billion to the United States.")
+    return Answer(
+        "How much did Japan pledge?",
+        "Japan pledged $550 billion to the United States. [1]",
+        False,
+        [cit],
+        "extractive",
+        hits=[hit],
+    )
+
+
+# --- rendering -------------------------------------------------------------------------
+
+
+def test_highlight_marks_the_quote_across_line_breaks_and_escapes_html() -> None:
+    text = "a <b>bold</b> claim.\nThe sky   is\ngreen. End."
+    out, found = render.highlight(text, "The sky is green.")
+    assert found
+    assert "<mark>The sky   is\ngreen.</mark>" in out
+    assert "&lt;b&gt;bold&lt;/b&gt;" in out  # the document's markup is shown, never run
+
+
+def test_highlight_marks_each_part_of_a_joined_quote_and_reports_a_missing_one() -> None:
+    text = "First fact here. Filler. Second fact here."
+    out, found = render.highlight(text, "First fact here. … Second fact here.")
+    assert found and out.count("<mark>") == 2
+    out, found = render.highlight(text, "First fact here. … Not in the passage.")
+    assert not found and out.count("<mark>") == 1
+
+
+def test_answer_html_links_each_citation_to_its_passage() -> None:
+    html = render.answer_html(_answer(), turn=2)
+    assert '<a href="#src-2-1" class="cite"' in html
+    assert "\\$550" not in html  # dollars are not markdown: left alone
+    sources = render.sources_html([(2, _answer())])
+    assert 'id="src-2-1"' in sources
+    assert "<mark>Japan  pledged $550 billion to the\nUnited States.</mark>" in sources
+    assert "report.pdf</b> · page 3" in sources and "score 0.033" in sources
+
+
+def test_refusal_says_not_in_the_documents_and_lists_the_closest_passages() -> None:
+    hits = [_hit("Unrelated text about tariffs.", 1), _hit("More text.", 2)]
+    refused = Answer(
+        "Who won the 1998 World Cup?",
+        "The documents do not say.",
+        True,
+        [],
+        "extractive",
+        hits=hits,
+    )
+    assert render.NOT_IN_DOCUMENTS in render.answer_html(refused, 1)
+    panel = render.sources_html([(1, refused)])
+    assert render.NOT_IN_DOCUMENTS in panel and "Closest passages" in panel
+    assert panel.count('class="src"') == 2
+
+
+def test_answer_markdown_carries_the_citations_and_quotes() -> None:
+    md = render.answer_markdown(_answer())
+    assert "Japan pledged $550 billion to the United States. [1]" in md
+    assert "[1] report.pdf, page 3 — “Japan pledged $550 billion to the United States.”" in md
+
+
+def test_user_text_is_shown_as_typed() -> None:
+    assert render.plain("<script>x</script> *a*") == "&lt;script&gt;x&lt;/script&gt; \\*a\\*"
+
+
+def test_older_answers_fold_and_the_newest_is_open() -> None:
+    panel = render.sources_html([(1, _answer()), (2, _answer())])
+    assert panel.index('id="src-2-1"') < panel.index('id="src-1-1"')
+    assert panel.count('<details class="turn" open>') == 1
+
+
+# --- uploads ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("../../etc/passwd.md", "passwd.md"),
+        ("..\\..\\win.ini.txt", "win.ini.txt"),
+        (".bashrc.md", "bashrc.md"),
+        ("my report (final).pdf", "my report (final).pdf"),
+        ("a/b/../c\x00d;rm -rf.txt", "c_d_rm -rf.txt"),
+        ("..", "document"),
+        ("Résumé.docx", "Résumé.docx"),
+    ],
+)
+def test_safe_name_keeps_files_inside_their_folder(given: str, expected: str) -> None:
+    assert safe_name(given) == expected
+
+
+def test_safe_name_shortens_long_names_but_keeps_the_type() -> None:
+    name = safe_name("x" * 500 + ".md")
+    assert len(name) <= 120 and name.endswith(".md")
+
+
+def test_save_uploads_refuses_bad_types_big_files_and_symlinks(tmp_path: Path) -> None:
+    docs = tmp_path / "documents"
+    up = tmp_path / "up"
+    up.mkdir()
+    (up / "notes.md").write_text("# Notes\n\nSome text.\n")
+    (up / "tool.exe").write_bytes(b"MZ\x00")
+    (up / "big.txt").write_text("x" * 300_000)
+    settings = Settings().with_(load={"max_file_mb": 0.1}, store={"index_dir": tmp_path / "i"})
+    engine = Engine(settings, docs)
+    try:
+        docs.mkdir()
+        outside = tmp_path / "outside.txt"
+        outside.write_text("keep me")
+        (docs / "link.txt").symlink_to(outside)
+        (up / "link.txt").write_text("overwrite through the link")
+        saved, refused = engine.save_uploads(
+            [up / n for n in ("notes.md", "tool.exe", "big.txt", "link.txt")]
+        )
+    finally:
+        engine.close()
+    assert [s.name for s in saved] == ["notes.md"]
+    assert (docs / "notes.md").read_text().startswith("# Notes")
+    assert any("tool.exe: not a supported type" in r for r in refused)
+    assert any("big.txt: too large" in r for r in refused)
+    assert any("link.txt" in r for r in refused)
+    assert outside.read_text() == "keep me"
+    assert sorted(p.name for p in docs.iterdir()) == ["link.txt", "notes.md"]  # no temp files left
+
+
+# --- the engine ------------------------------------------------------------------------
+
+
+def test_engine_answers_from_several_threads_and_lists_files(
+    seeds_index: Path, tmp_path: Path
+) -> None:
+    engine = Engine(settings_for(seeds_index), tmp_path / "documents")
+    answers: list[str] = []
+    errors: list[BaseException] = []
+
+    def ask() -> None:
+        try:
+            for piece in engine.ask_stream(
+                "How much did Japan pledge to the United States?",
+                k=5,
+                mode="hybrid",
+                llm=LLMChoice(),
+            ):
+                if isinstance(piece, Answer):
+                    answers.append(piece.answer)
+        except BaseException as e:
+            errors.append(e)
+
+    try:
+        threads = [threading.Thread(target=ask) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        files = engine.files()
+    finally:
+        engine.close()
+    assert not errors
+    assert len(answers) == 3 and all("550 billion" in a for a in answers)
+    assert len(files) == 2 and all(f.status == "indexed" for f in files.values())
+
+
+def test_engine_reports_an_empty_question(seeds_index: Path, tmp_path: Path) -> None:
+    from rag.errors import UsageError
+
+    engine = Engine(settings_for(seeds_index), tmp_path / "documents")
+    try:
+        with pytest.raises(UsageError, match="empty"):
+            list(engine.ask_stream("  ", k=5, mode="hybrid", llm=LLMChoice()))
+    finally:
+        engine.close()
+
+
+def test_engine_starts_without_an_index_and_answers_after_an_upload(
+    tmp_path: Path, corpus: Path
+) -> None:
+    from rag.errors import IndexMissing
+
+    engine = Engine(settings_for(tmp_path / "index"), tmp_path / "documents")
+    try:
+        assert engine.files() == {}
+        with pytest.raises(IndexMissing):
+            list(engine.ask_stream("Who started Alpha?", k=3, mode="hybrid", llm=LLMChoice()))
+        saved, refused = engine.save_uploads([corpus / "alpha.md"])
+        assert [(s.name, s.replaced) for s in saved] == [("alpha.md", False)] and not refused
+        stages: list[str] = []
+        report = engine.ingest_docs(lambda stage, done, total: stages.append(stage))
+        assert report.added == [str(tmp_path / "documents" / "alpha.md")]
+        assert "embed" in stages
+        answer = [
+            p
+            for p in engine.ask_stream(
+                "Who started the Alpha project?", k=3, mode="hybrid", llm=LLMChoice()
+            )
+        ][-1]
+        assert isinstance(answer, Answer) and "Maria Lopez" in answer.answer
+        # the same file again is not a new version; a changed one is, and is re-indexed
+        assert engine.save_uploads([corpus / "alpha.md"])[0][0].replaced is False
+        (corpus / "alpha.md").write_text("# Alpha\n\nAlpha now builds wind turbines.\n")
+        assert engine.save_uploads([corpus / "alpha.md"])[0][0].replaced is True
+        assert engine.ingest_docs(lambda *a: None).updated
+        message = engine.delete(str(tmp_path / "documents" / "alpha.md"))
+        assert message.startswith("Deleted alpha.md") and engine.files() == {}
+        assert not (tmp_path / "documents" / "alpha.md").exists()
+    finally:
+        engine.close()
+
+
+# --- the LLM check ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def models_server() -> Iterator[str]:
+    """A local OpenAI-compatible /v1/models endpoint."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path != "/v1/models":
+                self.send_error(404)
+                return
+            body = json.dumps({"data": [{"id": "smollm2"}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+
+
+def test_check_llm_lists_the_models_of_a_live_endpoint(models_server: str) -> None:
+    assert check_llm(models_server + "/") == (True, "reachable: smollm2")
+
+
+def test_check_llm_says_why_an_endpoint_is_not_usable(models_server: str, free_port: int) -> None:
+    ok, text = check_llm(f"http://127.0.0.1:{free_port}/v1", timeout=1)
+    assert not ok and text.startswith(f"cannot reach http://127.0.0.1:{free_port}/v1")
+    ok, text = check_llm(models_server.removesuffix("/v1"))
+    assert not ok and "HTTP 404" in text
+    assert check_llm("localhost:8080") == (False, "the URL must start with http:// or https://")

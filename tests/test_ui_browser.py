@@ -1,0 +1,411 @@
+"""The app as a user meets it: a real `rag serve` process, driven by headless Chromium.
+
+Needs Debian's chromium (`apt-get install chromium`); Playwright's own browser download
+is never used. Screenshots go to each test's tmp dir.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pytest
+
+from .conftest import ROOT, SEEDS, pick_free_port
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+JAPAN = "How much did Japan pledge to the United States?"
+
+
+@dataclass
+class Server:
+    url: str
+    docs: Path
+    tmp: Path
+    started_in: float  # seconds from launch to the first page served
+    log: Path
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """`rag serve --ingest seeds/` on a free port, with its own index and documents folder."""
+    tmp = tmp_path_factory.mktemp("ui")
+    port = pick_free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
+    log = tmp / "serve.log"
+    cmd = [
+        sys.executable,
+        "-m",
+        "rag",
+        "--index",
+        str(tmp / "index"),
+        "serve",
+        "--port",
+        str(port),
+        "--docs",
+        str(tmp / "documents"),
+        "--ingest",
+        str(SEEDS),
+    ]
+    started = time.perf_counter()
+    with log.open("w") as out:
+        # in a tmp folder: the evaluation runs it saves (evals/runs/) stay out of the repo
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"rag serve exited with {proc.returncode}:\n{log.read_text()}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.perf_counter() - started > 120:
+                pytest.fail(f"rag serve did not answer on {url} in 120 s:\n{log.read_text()}")
+            time.sleep(0.2)
+        elapsed = time.perf_counter() - started
+        while f"rag is serving {url}" not in log.read_text():  # printed right after the port opens
+            assert time.perf_counter() - started < elapsed + 10, log.read_text()
+            time.sleep(0.1)
+        yield Server(url, tmp / "documents", tmp, elapsed, log)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.skip(
+            "no /usr/bin/chromium: enable the browser tests with `apt-get install chromium`"
+        )
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+class Page:
+    """One browser session on the app, recording every request it makes."""
+
+    def __init__(self, browser: Any, server: Server, shots: Path, width: int = 1280) -> None:
+        self.context = browser.new_context(viewport={"width": width, "height": 800})
+        self.context.grant_permissions(
+            ["clipboard-read", "clipboard-write"], origin=server.url.rstrip("/")
+        )
+        self.page = self.context.new_page()
+        self.requests: list[str] = []
+        self.page.on("request", lambda r: self.requests.append(r.url))
+        self.shots = shots
+        self.page.goto(server.url)
+        self.page.wait_for_selector("#question textarea", timeout=30_000)
+
+    def shot(self, name: str) -> Path:
+        path = self.shots / f"{name}.png"
+        self.page.screenshot(path=str(path))
+        return path
+
+    def ask(self, question: str) -> None:
+        self.page.get_by_role("tab", name="Chat").click()
+        turns = self.page.locator("#sources details.turn").count()
+        self.page.fill("#question textarea", question)
+        self.page.click("#ask")
+        self.page.wait_for_function(
+            f"document.querySelectorAll('#sources details.turn').length > {turns}", timeout=60_000
+        )
+
+    def tab(self, name: str) -> None:
+        self.page.get_by_role("tab", name=name).click()
+
+    def outside_requests(self) -> list[str]:
+        local = ("data", "blob")
+        return [
+            u
+            for u in self.requests
+            if urlparse(u).scheme not in local and urlparse(u).hostname != "127.0.0.1"
+        ]
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def page(browser: Any, server: Server, tmp_path: Path) -> Iterator[Page]:
+    p = Page(browser, server, tmp_path)
+    yield p
+    p.close()
+
+
+def test_seed_question_streams_a_cited_answer_with_the_passage_highlighted(
+    page: Page, server: Server
+) -> None:
+    pg = page.page
+    page.shot("1-first-open")
+    page.ask(JAPAN)
+    chat = pg.inner_text("#chat")
+    assert "550 billion" in chat
+    marks = pg.locator("#sources mark").all_inner_texts()
+    assert any("550 billion" in m for m in marks), marks
+    assert "003_bfe5477b5c58e1d0.txt" in pg.inner_text("#sources")
+    page.shot("2-answer")
+
+    # a citation jumps to its passage
+    link = pg.locator("#chat a.cite").first
+    target = link.get_attribute("href")
+    assert target and target.startswith("#src-")
+    link.click()
+    pg.wait_for_selector(f"{target}.flash", timeout=5_000)
+
+    # the answer with its citations, as Markdown, on the clipboard
+    pg.click("#copy")
+    pg.wait_for_function("document.getElementById('copy').textContent.includes('Copied')")
+    copied = pg.evaluate("navigator.clipboard.readText()")
+    assert "550 billion" in copied and "[1] 003_bfe5477b5c58e1d0.txt" in copied
+
+    # a follow-up is read in the light of the conversation; its sources fold the earlier ones
+    page.ask("And Korea?")
+    assert "Searched for: “How much did Korea pledge to the United States?”" in pg.inner_text(
+        "#chat"
+    )
+    assert pg.locator("#sources details.turn").count() == 2
+    assert pg.locator("#sources details.turn[open]").count() == 1
+
+    # nothing was fetched from anywhere but the app
+    assert page.outside_requests() == []
+
+
+def test_question_the_documents_do_not_answer_is_refused_plainly(page: Page) -> None:
+    page.ask("What is the boiling point of mercury on Mars?")
+    assert "Not in the documents" in page.page.inner_text("#chat")
+    sources = page.page.inner_text("#sources")
+    assert "Closest passages" in sources
+    assert page.page.locator("#sources article.src").count() >= 1
+    page.shot("refusal")
+
+
+def test_narrow_window_shows_the_chat_not_the_settings(
+    browser: Any, server: Server, tmp_path: Path
+) -> None:
+    p = Page(browser, server, tmp_path, width=420)
+    try:
+        pg = p.page
+        pg.wait_for_function("!document.querySelector('#settings.open')", timeout=5_000)
+        p.ask(JAPAN)
+        assert "550 billion" in pg.inner_text("#chat")
+        assert pg.evaluate("document.documentElement.scrollWidth") <= 420  # no sideways scroll
+        p.shot("narrow")
+    finally:
+        p.close()
+
+
+def test_upload_then_ask_about_it_then_delete_it(
+    page: Page, server: Server, tmp_path: Path
+) -> None:
+    pg = page.page
+    notes = tmp_path / "zephyr notes.md"
+    notes.write_text(
+        "# Zephyr Lighthouse\n\nThe Zephyr lighthouse on Karvik Island was built in 1887 by "
+        "the engineer Ingrid Halvorsen. Its lamp is visible from 23 nautical miles away.\n"
+    )
+    page.tab("Documents")
+    pg.set_input_files("#uploads input[type=file]", [str(notes)])
+    pg.wait_for_selector("#uploads :text('zephyr notes.md')", timeout=10_000)
+    pg.click("#add")
+    pg.wait_for_function(
+        "document.querySelector('#docs-result').innerText.includes('Indexed')", timeout=60_000
+    )
+    assert "added: zephyr notes.md" in pg.inner_text("#docs-result")
+    table = pg.inner_text("#documents")
+    assert "zephyr notes.md" in table and "000_b1c465d2178b5198.txt" in table
+    assert (server.docs / "zephyr notes.md").is_file()
+    page.shot("documents")
+
+    page.ask("Who built the Zephyr lighthouse?")
+    assert "Ingrid Halvorsen" in pg.inner_text("#chat")
+    assert "zephyr notes.md" in pg.inner_text("#sources")
+
+    page.tab("Documents")
+    pg.get_by_role("gridcell", name="zephyr notes.md").click()  # picks it
+    pg.wait_for_function(
+        "document.querySelector('#doc-pick input').value.startsWith('zephyr notes.md')"
+    )
+    pg.click("#delete")
+    pg.wait_for_function(
+        "document.querySelector('#docs-result').innerText.includes('Deleted')", timeout=30_000
+    )
+    assert "zephyr notes.md" not in pg.inner_text("#documents")
+    assert not (server.docs / "zephyr notes.md").exists()
+
+
+def test_a_failing_request_shows_a_message_not_a_dead_page(page: Page, free_port: int) -> None:
+    pg = page.page
+    page.tab("Documents")
+    pg.click("#delete")  # nothing picked
+    pg.wait_for_selector(".toast-body:has-text('Pick a document')", timeout=10_000)
+    assert "Pick a document" in pg.inner_text("#docs-result")
+    assert "000_b1c465d2178b5198.txt" in pg.inner_text("#documents")  # the table stays
+
+    # an LLM endpoint that is down: said next to its settings, and under the answer
+    page.tab("Chat")
+    pg.get_by_label("LLM endpoint").check()
+    pg.get_by_label("Endpoint URL").fill(f"http://127.0.0.1:{free_port}/v1")
+    pg.get_by_role("button", name="Check connection").click()
+    pg.wait_for_selector(".llm-status :text('cannot reach')", timeout=10_000)
+    page.ask(JAPAN)
+    chat = pg.inner_text("#chat")
+    assert "550 billion" in chat and "⚠" in chat and "extractive answer" in chat
+    page.shot("errors")
+
+
+def test_llm_answer_streams_in_and_cites_its_passage(page: Page) -> None:
+    from .fake_llm import FakeLLM, Reply
+
+    def reply(request: dict[str, Any]) -> Reply:
+        passages = request["messages"][-1]["content"]
+        n = re.search(r'<passage n="(\d+)"[^>]*>[^<]*Japan pledged \$550 billion', passages)
+        return Reply(
+            f"Japan pledged $550 billion to the United States [{n.group(1) if n else 1}]. "
+            "The United States took the lead in selecting investment destinations "
+            f"[{n.group(1) if n else 1}].",
+            piece_delay=0.06,
+        )
+
+    pg = page.page
+    with FakeLLM(reply) as llm:
+        pg.get_by_label("LLM endpoint").check()
+        pg.get_by_label("Endpoint URL").fill(llm.url)
+        pg.get_by_role("button", name="Check connection").click()
+        pg.wait_for_selector(".llm-status :text('reachable: fake-model')", timeout=10_000)
+        pg.fill("#question textarea", JAPAN)
+        pg.click("#ask")
+        seen = []
+        while not pg.locator("#sources details.turn").count():
+            seen.append(pg.inner_text("#chat"))
+            time.sleep(0.05)
+        assert llm.requests, "the question did not reach the LLM"
+    assert any("550 billion" in t and "▍" in t for t in seen), "no partial answer was shown"
+    assert "Written by the LLM" in pg.inner_text("#sources")
+    assert any("550 billion" in m for m in pg.locator("#sources mark").all_inner_texts())
+    assert pg.locator("#chat a.cite").count() >= 1
+
+
+def test_two_sessions_asking_at_once_both_get_their_answers(
+    browser: Any, server: Server, tmp_path: Path
+) -> None:
+    a, b = Page(browser, server, tmp_path / "a"), Page(browser, server, tmp_path / "b")
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    try:
+        a.page.fill("#question textarea", JAPAN)
+        b.page.fill("#question textarea", "What treaty anchors the U.S.–South Korea relationship?")
+        a.page.click("#ask")
+        b.page.click("#ask")
+        for p in (a, b):
+            p.page.wait_for_selector("#sources article.src", timeout=60_000)
+        assert "550 billion" in a.page.inner_text("#chat")
+        assert "Mutual Defense Treaty" in b.page.inner_text("#chat")
+        assert "Mutual Defense Treaty" not in a.page.inner_text("#chat")  # sessions stay apart
+    finally:
+        a.close()
+        b.close()
+
+
+# --- the API, through gradio_client ----------------------------------------------------
+
+
+def test_api_answers_while_an_ingest_runs(server: Server, tmp_path: Path) -> None:
+    from gradio_client import Client, handle_file
+
+    client = Client(server.url, verbose=False, download_files=str(tmp_path))
+    big = tmp_path / "almanac.txt"
+    big.write_text(
+        "\n\n".join(
+            f"Entry {i}. The harbour of Port {i} handles {i * 37} ships a year and exports "
+            f"timber, wool and salted fish to {i % 17} countries across the northern sea." * 3
+            for i in range(200)
+        )
+    )
+    ingest = client.submit([handle_file(str(big))], api_name="/add_documents")
+    time.sleep(1.5)  # the ingest is embedding now
+    started = time.perf_counter()
+    answer = client.predict(JAPAN, 5, "hybrid", api_name="/ask")
+    asked_in = time.perf_counter() - started
+    assert "550 billion" in answer["answer"] and answer["citations"][0]["quote"]
+    assert not ingest.done(), "the question should have been answered while the ingest ran"
+    result = ingest.result(timeout=240)
+    assert "added: almanac.txt" in result[0]
+    _, status = client.predict(api_name="/status")
+    assert status["documents"] >= 3 and "minilm" in status["embedding"]["model"].lower()
+    print(f"answered in {asked_in:.1f} s during an ingest; server up in {server.started_in:.1f} s")
+
+
+def test_evaluation_tab_runs_a_dataset_and_shows_what_changed(
+    page: Page, server: Server, tmp_path: Path
+) -> None:
+    lines = [
+        line
+        for line in (ROOT / "evals" / "seeds_qa.jsonl").read_text().splitlines()
+        if '"id": "s01"' in line or '"id": "s02"' in line or '"answerable": false' in line
+    ][:3]
+    dataset = tmp_path / "three.jsonl"
+    dataset.write_text("\n".join(lines) + "\n")
+    pg = page.page
+    page.tab("Evaluation")
+    assert not pg.locator("#settings").is_visible()  # the chat's settings are for the chat
+    pg.set_input_files("#eval-upload input[type=file]", [str(dataset)])
+    pg.wait_for_selector("#eval-dataset input[value='Uploaded file']:checked", timeout=10_000)
+    pg.click("#eval-run")
+    pg.wait_for_selector("#eval-report", state="visible", timeout=90_000)
+    summary = pg.inner_text("#eval-summary")
+    assert "three.jsonl: 3 questions" in summary
+    metrics = pg.inner_text("#eval-metrics")
+    assert "hit@5" in metrics and "dense" in metrics and "keyword" in metrics
+    assert pg.locator("#eval-chart canvas, #eval-chart svg").count() >= 1
+    assert "No earlier run" in pg.inner_text("#eval-diff")
+    page.shot("evaluation")
+    with pg.expect_download() as download:
+        pg.click("#eval-report")
+    report = tmp_path / "report.html"
+    download.value.save_as(report)
+    assert "hit@5" in report.read_text()
+    saved = list((server.tmp / "evals" / "runs").glob("*.json"))
+    assert len(saved) == 1
+
+    # again, retrieval only against the same questions: the change from the first run
+    for name in ("dense", "keyword", "hybrid"):
+        pg.locator("#eval-baselines").get_by_label(name, exact=True).uncheck()
+    pg.click("#eval-run")
+    pg.wait_for_function(
+        "document.querySelector('#eval-diff').innerText.includes('Since')", timeout=90_000
+    )
+    assert saved[0].stem in pg.inner_text("#eval-diff")
+
+    page.tab("Status")
+    status = pg.inner_text("#status")
+    assert "Embedding model" in status and "minilm" in status.lower()
