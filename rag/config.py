@@ -32,7 +32,7 @@ class EmbedSettings:
     # the model name an OpenAI-compatible /v1/embeddings endpoint serves.
     model: str = "minilm-int8"
     url: str | None = None
-    batch_size: int = 32
+    batch_size: int = 8  # measured: as fast as 32 on 2 cores, a third of the peak memory
     threads: int = 2
 
 

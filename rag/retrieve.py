@@ -62,8 +62,8 @@ class Retriever:
         if missing_dense:
             # the answerer weighs evidence by similarity: give keyword-only hits theirs too
             qvec = self.embed_query(query) if qvec is None else qvec
-            vecs = self.embedder.embed([chunks[i].embedding_text() for i in missing_dense])
-            dense_of.update(zip(missing_dense, (vecs @ qvec).tolist(), strict=True))
+            vecs = self.index.vectors(missing_dense)  # stored at ingest: no re-embedding
+            dense_of.update({i: float(v @ qvec) for i, v in vecs.items()})
         hits = []
         for i, score in ranked:
             if i not in chunks:

@@ -413,6 +413,14 @@ class Index:
         known = self.chunks(ids)
         return [(i, 1.0 - float(d)) for i, d in zip(ids, dists, strict=True) if i in known][:n]
 
+    def vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The stored vectors of these chunks."""
+        try:
+            res = self.collection.get(ids=list(ids), include=["embeddings"])
+        except Exception as e:
+            raise StoreError(f"Chroma get failed ({type(e).__name__}: {e})") from e
+        return {i: np.asarray(v, dtype=np.float32) for i, v in zip(res["ids"], res["embeddings"], strict=True)}
+
     def keyword(self, query: str, n: int) -> list[tuple[str, float]]:
         """(chunk id, BM25 score > 0), best first."""
         retriever = self._keyword_index()

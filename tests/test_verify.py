@@ -68,6 +68,8 @@ def hits() -> list[Hit]:
         ("Both are true [1, 2].", [1, 2]),
         ("Both are true [2][1].", [2, 1]),
         ("Many [1-3].", [1, 2, 3]),
+        ("Named [Passage 2] (source 1) 【3】.", [2, 1, 3]),
+        ("A list item (1) is not one.", []),
         ("Repeated [1] and again [1].", [1]),
         ("No citation here.", []),
         ("A year [2019] is not a citation? It is parsed as one.", [2019]),
@@ -204,6 +206,15 @@ def test_nothing_unsupported_is_released_before_a_supported_sentence(embed, hits
 def test_an_answer_with_no_supported_sentence_is_empty(embed, hits) -> None:
     out = verify("Gamma was founded by Napoleon in 1805 [3].", hits, embed, unsupported="flag")
     assert out.supported == 0 and out.text == "" and not out.refused
+
+
+def test_list_markers_and_restated_questions_are_no_claims(embed, hits) -> None:
+    question = "How many bikes and stations does Beta have?"
+    text = "Beta has bikes and stations: [2]\n1. [2]\nIt has 1,200 bikes at 85 stations [2]."
+    out = verify(text, hits, embed, question=question)
+    assert out.text == "It has 1,200 bikes at 85 stations. [1]"
+    assert out.supported == 1 and out.removed == 0
+    assert verify("Beta has bikes and stations [2].", hits, embed, question=question).supported == 0
 
 
 def test_a_refusal_is_recognised_and_not_shown(embed, hits) -> None:

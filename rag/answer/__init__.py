@@ -13,11 +13,12 @@ citations with the supporting span (`quote`) and the passages it came from.
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from ..config import AnswerSettings, Mode
 from ..errors import LLMError, UsageError
@@ -29,8 +30,6 @@ from .verify import REFUSAL, Composer, Verifier, complete_sentences
 if TYPE_CHECKING:
     from ..pipeline import Rag
     from .llm import LLM
-
-log = logging.getLogger(__name__)
 
 __all__ = [
     "REFUSAL",
@@ -91,7 +90,8 @@ def answer_stream(
         hits = rag.search(standalone, k=max(k or rag.settings.retrieve.k, 1), mode=mode)
         timings["retrieve"] = time.perf_counter() - t0
         t1 = time.perf_counter()
-        fallback = extractive_answer(standalone, hits, rag.embedder.embed, settings.min_evidence,
+        embed = _Memo(rag.embedder.embed)  # the verifier re-reads the sentences extract() read
+        fallback = extractive_answer(standalone, hits, embed, settings.min_evidence,
                                      settings.max_sentences)  # fmt: skip
         timings["answer"] = time.perf_counter() - t1
         # weak evidence: refuse without asking the LLM (it would answer from its own memory)
@@ -101,8 +101,8 @@ def answer_stream(
                 answer.mode = "llm"
             yield answer.answer
         else:
-            answer = yield from _llm_answer(client, standalone, hits, fallback, rag.embedder.embed,
-                                            settings, timings)  # fmt: skip
+            answer = yield from _llm_answer(client, standalone, hits, fallback, embed, settings,
+                                            timings)  # fmt: skip
     answer.question = question
     answer.standalone_question = standalone if standalone != question else None
     answer.warnings[:0] = warnings
@@ -122,7 +122,7 @@ def _llm_answer(
     """Stream the LLM's verified sentences; return the Answer (or the fallback)."""
     from .llm import build_messages
 
-    verifier = Verifier(hits, embed)
+    verifier = Verifier(hits, embed, question)
     verifier.prepare()  # so that sentences are checked as fast as they come
     composer = Composer(hits, settings.unsupported)
     messages = build_messages(question, hits, settings.max_sentences)
@@ -185,6 +185,22 @@ def _enough(composer: Composer, max_sentences: int) -> bool:
 
 def _sentences(n: int) -> str:
     return f"{n} sentence{'s' if n != 1 else ''}"
+
+
+class _Memo:
+    """An embed function that embeds each distinct text once."""
+
+    def __init__(self, embed: Any) -> None:
+        self._embed = embed
+        self._vectors: dict[str, np.ndarray] = {}
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        new = [t for t in dict.fromkeys(texts) if t not in self._vectors]
+        if new:
+            self._vectors.update(zip(new, np.asarray(self._embed(new)), strict=True))
+        if not texts:
+            return np.asarray(self._embed([]))
+        return np.stack([self._vectors[t] for t in texts])
 
 
 class _Timed:

@@ -37,12 +37,17 @@ MIN_COVERAGE = 0.75  # share of the sentence's content words found in the passag
 MIN_COVERAGE_WITH_MEANING = 0.4  # ... or this share plus a passage sentence this close:
 MIN_SIMILARITY = 0.6
 
-_CITE = re.compile(r"\[\s*(\d+(?:\s*(?:,|;|–|-|and)\s*\d+)*)\s*\]")
+_NUMS = r"\d+(?:\s*(?:,|;|–|-|and)\s*\d+)*"
+_NAMED = r"(?:passages?|sources?|docs?|documents?)\s*"
+# [1], [1, 2], [1-3], 【1】, [Passage 1], (Passage 1) — not a bare (1), which lists use
+_CITE_TEXT = rf"[\[【]\s*(?:{_NAMED})?({_NUMS})\s*[\]】]|\(\s*{_NAMED}({_NUMS})\s*\)"
+_CITE = re.compile(_CITE_TEXT, re.I)
 # "…claim. [1]" → "…claim [1]." so the citation stays with its sentence when splitting
-_CITE_AFTER_STOP = re.compile(r"([.!?…])((?:\s*\[\s*\d+(?:\s*(?:,|;|–|-|and)\s*\d+)*\s*\])+)")
+_CITE_AFTER_STOP = re.compile(rf"([.!?…])((?:\s*(?:{_CITE_TEXT}))+)", re.I)
 _NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
 _CLAUSE = re.compile(r"[,;:]\s|\s(?:while|whereas|and|but)\s")
 _WORD = re.compile(r"[\w$€£¥%]+(?:[.'’-][\w]+)*")
+_MARKER = re.compile(r"\(?\d{1,2}[.)]|[-*•]|[a-z][.)]")  # a list item's number alone
 _LETTER = re.compile(r"[^\W\d_]")
 _INSTRUCTION = re.compile(
     r"\b(?:ignore|disregard|forget|override)\b.{0,30}\b(?:instructions?|prompts?|rules|directions)\b"
@@ -62,7 +67,7 @@ def parse_citations(sentence: str) -> list[int]:
     """The passage numbers a sentence cites, in order, once each: [1], [1,2], [1][3], [2-4]."""
     out: list[int] = []
     for m in _CITE.finditer(sentence):
-        for part in re.split(r"\s*(?:,|;|\band\b)\s*", m.group(1)):
+        for part in re.split(r"\s*(?:,|;|\band\b)\s*", m.group(1) or m.group(2)):
             ends = [int(x) for x in re.split(r"\s*[–-]\s*", part) if x]
             ns = (
                 range(ends[0], ends[1] + 1)
@@ -155,17 +160,19 @@ class Claim:
     dropped: list[int]  # cited numbers that name no passage given
     support: Support | None  # the best support found (cited passages first), held or not
     refusal: bool = False
+    filler: bool = False  # a list marker, or words the question already has: no claim
 
     @property
     def supported(self) -> bool:
-        return self.support is not None and self.support.ok
+        return self.support is not None and self.support.ok and not self.filler
 
 
 class Verifier:
     """Checks sentences against a fixed list of passages; passage sentences embedded once."""
 
-    def __init__(self, hits: Sequence[Hit], embed: Embed) -> None:
+    def __init__(self, hits: Sequence[Hit], embed: Embed, question: str = "") -> None:
         self.hits = list(hits)
+        self._question = set(content_terms(question))
         self._embed = embed
         # sentences that give orders to the reader are the documents' data, never support
         self._sentences = [
@@ -189,6 +196,8 @@ class Verifier:
         if is_refusal(sentence):
             return Claim(text, cited, dropped, None, refusal=True)
         terms = set(content_terms(text))
+        if _MARKER.fullmatch(text) or (terms and terms <= self._question):
+            return Claim(text, cited, dropped, None, filler=True)
         if not terms or not self.hits:
             return Claim(text, cited, dropped, None)
         self._embed_passages()
@@ -311,7 +320,7 @@ class Composer:
     def add(self, claim: Claim) -> str:
         """Text to show now for this claim (with a leading space after the first), maybe ''."""
         self.claims.append(claim)
-        if claim.refusal:
+        if claim.refusal or claim.filler:
             return ""
         if not claim.supported:
             if self.unsupported == "flag":
@@ -355,7 +364,7 @@ class Composer:
 
     def finish(self) -> Composed:
         supported = sum(c.supported for c in self.claims)
-        unsupported = [c for c in self.claims if not c.supported and not c.refusal]
+        unsupported = [c for c in self.claims if not (c.supported or c.refusal or c.filler)]
         flagged = len(unsupported) if self.unsupported == "flag" and supported else 0
         return Composed(
             text=" ".join(self._parts),
@@ -374,9 +383,13 @@ def verify(
     hits: Sequence[Hit],
     embed: Embed,
     unsupported: Literal["remove", "flag"] = "remove",
+    question: str = "",
 ) -> Composed:
-    """Check a whole answer whose [n] refer to `hits` (1-based) and rebuild it."""
-    verifier = Verifier(hits, embed)
+    """Check a whole answer whose [n] refer to `hits` (1-based) and rebuild it.
+
+    Sentences that only repeat the `question` (and list markers) are left out uncounted.
+    """
+    verifier = Verifier(hits, embed, question)
     composer = Composer(hits, unsupported)
     for sentence in split_answer(text):
         composer.add(verifier.check(sentence))
