@@ -1,7 +1,7 @@
 """Retrieval quality and speed, printed as tables. Not a test: figures for the README.
 
     python bench/bench.py                       # seeds: quality by mode + speed
-    python bench/bench.py --pydocs              # also Python's HTML docs (apt-get install python3.11-doc)
+    python bench/bench.py --pydocs              # + Python's docs (apt-get install python3.11-doc)
     python bench/bench.py --pydocs --index /tmp/pyidx   # reuse an index built earlier
 
 Quality: a question is a hit@k when one of its top-k chunks contains an evidence quote
@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from rag.config import Settings  # noqa: E402
 from rag.pipeline import Rag  # noqa: E402
-from rag.retrieve import rrf  # noqa: E402
+from rag.retrieve import rrf, score_fusion  # noqa: E402
 
 PYDOCS = Path("/usr/share/doc/python3.11/html")
 
@@ -50,14 +50,6 @@ def relevant(q: dict, source: str, text: str) -> bool:
     return any(norm(e) in t for e in q["evidence"])
 
 
-def minmax(pairs: list[tuple[str, float]]) -> dict[str, float]:
-    if not pairs:
-        return {}
-    vals = [v for _, v in pairs]
-    lo, hi = min(vals), max(vals)
-    return {i: (v - lo) / (hi - lo) if hi > lo else 1.0 for i, v in pairs}
-
-
 def rankings(rag: Rag, question: str) -> dict[str, list[str]]:
     """Ranked chunk ids per retrieval variant."""
     index = rag.index
@@ -69,10 +61,19 @@ def rankings(rag: Rag, question: str) -> dict[str, list[str]]:
     for depth in (10, 50):
         fused = rrf([d_ids[:depth], k_ids[:depth]], 60)
         out[f"rrf@{depth}"] = sorted(fused, key=lambda i: -fused[i])
-    for alpha in (0.5, 0.7):
-        dn, kn = minmax(dense), minmax(keyword)
-        score = {i: alpha * dn.get(i, 0.0) + (1 - alpha) * kn.get(i, 0.0) for i in {*dn, *kn}}
+    for alpha in (0.3, 0.5, 0.7):
+        score = score_fusion(dense, keyword, alpha)
         out[f"score{int(alpha * 100)}"] = sorted(score, key=lambda i: -score[i])
+    # page-level evidence: a chunk gains from the best chunks of its page (measured: no gain)
+    score = score_fusion(dense, keyword, 0.5)
+    chunks = index.chunks(list(score))
+    page: dict[str, list[float]] = {}
+    for i, v in score.items():
+        if i in chunks:
+            page.setdefault(chunks[i].source, []).append(v)
+    top3 = {p: sum(sorted(v, reverse=True)[:3]) / 3 for p, v in page.items()}
+    final = {i: v + 0.3 * top3[chunks[i].source] for i, v in score.items() if i in chunks}
+    out["page+0.3"] = sorted(final, key=lambda i: -final[i])
     return out
 
 
@@ -136,7 +137,9 @@ def embed_throughput(rag: Rag, n: int = 512) -> float:
     return len(texts) / (time.perf_counter() - t)
 
 
-def speed(label: str, index: Path, roots: list[Path], questions: list[dict], full: dict | None) -> None:
+def speed(
+    label: str, index: Path, roots: list[Path], questions: list[dict], full: dict | None
+) -> None:
     rag = Rag(Settings().with_(store={"index_dir": index}))
     p50, p95 = search_latency(rag, questions)
     eps = embed_throughput(rag)

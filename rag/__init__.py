@@ -1,9 +1,9 @@
 """rag: offline retrieval-augmented Q&A whose answers cite their passages.
 
-    from rag import Rag, Settings
-    rag = Rag(Settings.from_env())
-    rag.ingest(["seeds/"])
-    print(rag.ask("What did Japan pledge?").answer)
+from rag import Rag, Settings
+rag = Rag(Settings.from_env())
+rag.ingest(["seeds/"])
+print(rag.ask("What did Japan pledge?").answer)
 """
 
 from .config import Settings

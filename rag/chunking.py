@@ -79,7 +79,7 @@ def _split_punct(text: str, start: int, end: int) -> list[Span]:
         cut = m.end()
         if not _NEXT_START.match(text, cut, end):
             continue
-        word = text[seg:m.start() + 1].split()[-1] if text[seg:m.start() + 1].split() else ""
+        word = text[seg : m.start() + 1].split()[-1] if text[seg : m.start() + 1].split() else ""
         bare = word.rstrip(".").lstrip("\"'“‘([").lower()
         if text[m.start()] == "." and (
             bare in _ABBREV or _DOTTED.search(word) or (len(bare) == 1 and bare.isalpha())
@@ -148,7 +148,9 @@ def chunk_document(
     heading_set = set(heading_starts)
     for unit in units:
         span, n = unit
-        limit = budget(heading_at(current[0][0].start)) if current else budget(heading_at(span.start))
+        limit = (
+            budget(heading_at(current[0][0].start)) if current else budget(heading_at(span.start))
+        )
         at_heading = span.start in heading_set
         if at_heading and current and fresh == 0:
             current, tokens = [], 0  # overlap never crosses into a new section

@@ -158,7 +158,10 @@ def _print_report(r: Any, list_all: bool) -> None:
             for s in r.unsupported:
                 out(f"  {_short(s)}")
         else:
-            out(f"Unsupported: {len(r.unsupported)} file(s) of other types (list them with --verbose).")
+            out(
+                f"Unsupported: {len(r.unsupported)} file(s) of other types "
+                "(list them with --verbose)."
+            )
     out(f"Index: {r.documents_total} documents, {r.chunks_total} chunks.")
 
 
@@ -202,7 +205,7 @@ def _questions(question: str | None, batch: Path | None) -> Iterator[tuple[Any, 
 @click.option("--mode", type=click.Choice(MODES), help="Retrieval mode [hybrid].")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--batch", type=click.Path(path_type=Path, dir_okay=False),
-              help='JSONL file of {"id", "question"}: one JSON result per line, in order.')  # fmt: skip
+              help='JSONL of {"id", "question"}: one JSON result per line, in order.')  # fmt: skip
 @pass_ctx
 def search(
     c: Context, question: str | None, k: int, mode: str | None, as_json: bool, batch: Path | None
@@ -281,7 +284,7 @@ def _stream_answer(rag: Any, question: str, **kwargs: Any) -> Any:
 @click.option("--mode", type=click.Choice(MODES), help="Retrieval mode [hybrid].")
 @click.option("--json", "as_json", is_flag=True, help="Print the answer object as JSON.")
 @click.option("--batch", type=click.Path(path_type=Path, dir_okay=False),
-              help='JSONL file of {"id", "question"}: one JSON answer per line, in order.')  # fmt: skip
+              help='JSONL of {"id", "question"}: one JSON answer per line, in order.')  # fmt: skip
 @_llm_options
 @pass_ctx
 def ask(
@@ -416,7 +419,14 @@ def status(c: Context, as_json: bool) -> None:
     r = info["settings"]["retrieve"]
     click.echo(f"Retrieval:  {r['mode']}, k={r['k']}, fused depth {r['candidates']}")
     llm = info["settings"]["answer"]
-    click.echo(f"Answers:    {'LLM ' + (llm['llm_url'] or llm['llm_gguf']) if (llm['llm_url'] or llm['llm_gguf']) else 'extractive (no LLM configured)'}")
+    click.echo(
+        "Answers:    "
+        + (
+            f"LLM {llm_where}"
+            if (llm_where := llm["llm_url"] or llm["llm_gguf"])
+            else "extractive (no LLM configured)"
+        )
+    )
     click.echo(f"Roots:      {', '.join(info['roots']) or '-'}")
     click.echo("Versions:   " + ", ".join(f"{k} {v}" for k, v in (info["versions"] or {}).items()))
     for s in info["skipped"]:

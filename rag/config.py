@@ -47,7 +47,9 @@ class StoreSettings:
 class RetrieveSettings:
     mode: Mode = "hybrid"
     k: int = 5
-    candidates: int = 50  # depth of each list fused by reciprocal rank (deep lists fuse better)
+    candidates: int = 50  # depth of each list that is fused (deep lists fuse better)
+    fusion: Literal["score", "rrf"] = "score"  # normalised scores beat RRF here: bench/
+    alpha: float = 0.5  # weight of the dense score in score fusion
     rrf_k: int = 60
 
 

@@ -175,7 +175,11 @@ def make_embedder(settings: EmbedSettings, api_key: str | None = None) -> Embedd
             onnx, tok, BUNDLED, batch_size=settings.batch_size, threads=settings.threads
         )
     folder = Path(settings.model).expanduser()
-    if folder.is_dir() and (folder / "model.onnx").is_file() and (folder / "tokenizer.json").is_file():
+    if (
+        folder.is_dir()
+        and (folder / "model.onnx").is_file()
+        and (folder / "tokenizer.json").is_file()
+    ):
         return OnnxEmbedder(
             folder / "model.onnx",
             folder / "tokenizer.json",

@@ -39,7 +39,8 @@ def discover(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
             candidates = sorted(
                 p
                 for p in path.rglob("*")
-                if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+                if p.is_file()
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
             )
         for p in candidates:
             (files if p.suffix.lower() in SUPPORTED else unsupported).append(p)

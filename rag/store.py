@@ -103,7 +103,9 @@ class Index:
         self.dir = Path(settings.index_dir)
         self.manifest = manifest
         # one connection shared by the threads of a server (the UI); `Rag` serialises writes
-        self._db = sqlite3.connect(self.dir / CATALOG, isolation_level=None, check_same_thread=False)
+        self._db = sqlite3.connect(
+            self.dir / CATALOG, isolation_level=None, check_same_thread=False
+        )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
@@ -146,7 +148,9 @@ class Index:
                     f"this run uses {chunk.size}/{chunk.overlap}"
                 )
         if manifest.get("format") != FORMAT_VERSION:
-            problems.append(f"index format {manifest.get('format')}, this rag reads {FORMAT_VERSION}")
+            problems.append(
+                f"index format {manifest.get('format')}, this rag reads {FORMAT_VERSION}"
+            )
         if problems:
             roots = " ".join(manifest.get("roots", [])) or "PATH"
             raise IndexMismatch(
@@ -215,7 +219,9 @@ class Index:
                     ssl=u.scheme == "https",
                     settings=chroma_settings,
                 )
-            return chromadb.PersistentClient(path=str(self.dir / "chroma"), settings=chroma_settings)
+            return chromadb.PersistentClient(
+                path=str(self.dir / "chroma"), settings=chroma_settings
+            )
         except Exception as e:
             where = url or str(self.dir / "chroma")
             raise StoreError(
@@ -280,7 +286,16 @@ class Index:
             db.executemany(
                 "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?)",
                 [
-                    (d.source, d.sha256, "indexed", None, d.title, len(cs), len(d.text), time.time())
+                    (
+                        d.source,
+                        d.sha256,
+                        "indexed",
+                        None,
+                        d.title,
+                        len(cs),
+                        len(d.text),
+                        time.time(),
+                    )
                     for d, cs in items
                 ],
             )
@@ -419,7 +434,10 @@ class Index:
             res = self.collection.get(ids=list(ids), include=["embeddings"])
         except Exception as e:
             raise StoreError(f"Chroma get failed ({type(e).__name__}: {e})") from e
-        return {i: np.asarray(v, dtype=np.float32) for i, v in zip(res["ids"], res["embeddings"], strict=True)}
+        return {
+            i: np.asarray(v, dtype=np.float32)
+            for i, v in zip(res["ids"], res["embeddings"], strict=True)
+        }
 
     def keyword(self, query: str, n: int) -> list[tuple[str, float]]:
         """(chunk id, BM25 score > 0), best first."""
@@ -489,7 +507,9 @@ class Index:
 
                 shutil.rmtree(tmp, ignore_errors=True)
                 retriever.save(str(tmp))
-                (tmp / "rag_meta.json").write_text(json.dumps({"generation": gen, "ids": self._bm25_ids}))
+                (tmp / "rag_meta.json").write_text(
+                    json.dumps({"generation": gen, "ids": self._bm25_ids})
+                )
                 shutil.rmtree(folder, ignore_errors=True)
                 tmp.replace(folder)
             except OSError as e:  # a read-only index still answers from memory

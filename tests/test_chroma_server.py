@@ -26,7 +26,8 @@ def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = (data / "server.log").open("w")
     proc = subprocess.Popen(
         [str(exe), "run", "--path", str(data / "db"), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT, env={"ANONYMIZED_TELEMETRY": "False", "PATH": "/usr/bin:/bin"},
+        stdout=log, stderr=subprocess.STDOUT,
+        env={"ANONYMIZED_TELEMETRY": "False", "PATH": "/usr/bin:/bin"},
     )  # fmt: skip
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -61,7 +62,9 @@ def test_ingest_search_ask_reingest_with_chroma_server(
     assert manifest["chroma_url"] == chroma_server
 
     # later commands find the server through the manifest
-    r = run_rag("ask", "How much did Alpha receive from the Horizon programme?", "--json", index=index)
+    r = run_rag(
+        "ask", "How much did Alpha receive from the Horizon programme?", "--json", index=index
+    )
     assert r.code == 0, r.err
     assert "2.5 million euros" in json.loads(r.out)["answer"]
 
@@ -74,7 +77,7 @@ def test_ingest_search_ask_reingest_with_chroma_server(
 
     import chromadb
 
-    host, port = chroma_server.rsplit(":", 1)
+    port = chroma_server.rsplit(":", 1)[1]
     client = chromadb.HttpClient(host="127.0.0.1", port=int(port))
     count = client.get_collection(manifest["collection"]).count()
     status = json.loads(run_rag("status", "--json", index=index).out)

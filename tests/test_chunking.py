@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 from functools import cache
 
 import pytest
@@ -40,7 +41,10 @@ def test_sentence_split_lines() -> None:
         "Second one.",
         "New paragraph",
     ]
-    wrapped = "This sentence is hard wrapped by an old-fashioned text editor at about seventy\ncolumns and goes on."
+    wrapped = (
+        "This sentence is hard wrapped by an old-fashioned text editor at about seventy\n"
+        "columns and goes on."
+    )
     assert sentences(wrapped) == [wrapped]
 
 
@@ -50,7 +54,9 @@ def _doc(text: str, headings: tuple[tuple[int, str], ...] = ()) -> Document:
 
 def test_chunks_are_exact_slices_within_token_budget() -> None:
     e = embedder()
-    text = " ".join(f"Sentence number {i} talks about topic {i % 7} in some detail." for i in range(300))
+    text = " ".join(
+        f"Sentence number {i} talks about topic {i % 7} in some detail." for i in range(300)
+    )
     doc = _doc(text)
     settings = ChunkSettings(size=128, overlap=24)
     chunks = chunk_document(doc, e.token_offsets, settings)
@@ -61,7 +67,7 @@ def test_chunks_are_exact_slices_within_token_budget() -> None:
         assert len(e.token_offsets([c.embedding_text()])[0]) + 2 <= settings.size
         assert c.text[0].isupper() and c.text.endswith(".")  # whole sentences
     # overlap: each chunk starts inside the previous one, and the text advances
-    for a, b in zip(chunks, chunks[1:], strict=False):
+    for a, b in itertools.pairwise(chunks):
         assert a.start_char < b.start_char <= a.end_char
     assert chunks[-1].end_char == len(text)
     assert [c.position for c in chunks] == list(range(len(chunks)))
@@ -84,7 +90,9 @@ def test_headings_start_chunks_and_are_carried() -> None:
 def test_overlong_sentence_is_cut() -> None:
     e = embedder()
     text = "word " * 2000
-    chunks = chunk_document(_doc(text.strip()), e.token_offsets, ChunkSettings(size=128, overlap=16))
+    chunks = chunk_document(
+        _doc(text.strip()), e.token_offsets, ChunkSettings(size=128, overlap=16)
+    )
     assert len(chunks) >= 15
     assert all(len(e.token_offsets([c.embedding_text()])[0]) + 2 <= 128 for c in chunks)
 

@@ -35,7 +35,9 @@ def test_ingest_search_ask_status_json(tmp_path: Path, corpus: Path) -> None:
     out = json.loads(r.out)
     assert out["query"] == "solar water pumps"
     hit = out["hits"][0]
-    assert {"rank", "chunk_id", "source", "text", "score", "page", "start_char", "end_char"} <= set(hit)
+    assert {"rank", "chunk_id", "source", "text", "score", "page", "start_char", "end_char"} <= set(
+        hit
+    )
     assert hit["rank"] == 1 and hit["source"].endswith("alpha.md") and "solar" in hit["text"]
     source_text = Path(hit["source"]).read_text()
     assert source_text[hit["start_char"] : hit["end_char"]] == hit["text"]
@@ -107,7 +109,9 @@ def test_batch_keeps_order_and_ids(seeds_index: Path, tmp_path: Path) -> None:
         (["--frobnicate"], "No such option"),
     ],
 )
-def test_errors_are_one_line_without_traceback(tmp_path: Path, args: list[str], needle: str) -> None:
+def test_errors_are_one_line_without_traceback(
+    tmp_path: Path, args: list[str], needle: str
+) -> None:
     r = run_rag(*args, index=tmp_path / "idx")
     assert r.code != 0
     lines = r.err.strip().splitlines()

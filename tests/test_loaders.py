@@ -52,7 +52,9 @@ def test_utf16_with_bom_is_decoded(tmp_path: Path) -> None:
         ("broken.docx", b"PK\x03\x04 not a zip", "DOCX"),
     ],
 )
-def test_bad_files_are_skipped_with_reason(tmp_path: Path, name: str, data: bytes, reason: str) -> None:
+def test_bad_files_are_skipped_with_reason(
+    tmp_path: Path, name: str, data: bytes, reason: str
+) -> None:
     p = tmp_path / name
     p.write_bytes(data)
     out = load_file(p)
@@ -137,7 +139,9 @@ def _make_pdf(pages: list[str]) -> bytes:
     out.write(f"xref\n0 {len(objs) + 1}\n0000000000 65535 f \n".encode())
     for off in offsets:
         out.write(f"{off:010d} 00000 n \n".encode())
-    out.write(f"trailer\n<< /Size {len(objs) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode())
+    out.write(
+        f"trailer\n<< /Size {len(objs) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    )
     return out.getvalue()
 
 

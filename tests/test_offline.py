@@ -18,7 +18,7 @@ import pytest
 
 from .conftest import ROOT, SEEDS
 
-GUARD = '''
+GUARD = """
 import socket, os
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
@@ -26,7 +26,8 @@ _LOG = os.environ["RAG_TEST_NET_LOG"]
 
 def _check(self, address):
     host = address[0] if isinstance(address, tuple) else str(address)
-    if self.family == socket.AF_UNIX or host in ("127.0.0.1", "::1", "localhost") or host.startswith("127."):
+    local = host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.")
+    if self.family == socket.AF_UNIX or local:
         return
     with open(_LOG, "a") as f:
         f.write(f"{host}\\n")
@@ -50,7 +51,7 @@ def getaddrinfo(host, *a, **k):
         raise socket.gaierror(-3, f"no DNS in this test: {host}")
     return _real_gai(host, *a, **k)
 socket.getaddrinfo = getaddrinfo
-'''
+"""
 
 
 def _unshare_works() -> bool:
@@ -65,8 +66,8 @@ def _run(args: list[str], tmp_path: Path, use_unshare: bool) -> subprocess.Compl
     guard_dir.mkdir(exist_ok=True)
     (guard_dir / "sitecustomize.py").write_text(GUARD)
     # a clean environment: no offline switches from the caller, rag must set its own
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("RAG_", "HF_", "TRANSFORMERS_", "ANONYMIZED", "GRADIO"))}  # fmt: skip
+    dropped = ("RAG_", "HF_", "TRANSFORMERS_", "ANONYMIZED", "GRADIO")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(dropped)}
     env["PYTHONPATH"] = str(guard_dir)
     env["RAG_TEST_NET_LOG"] = str(tmp_path / "net.log")
     env["HOME"] = str(tmp_path / "home")  # no model caches from earlier runs to fall back on
@@ -83,10 +84,14 @@ def test_ingest_and_ask_with_no_network(tmp_path: Path, use_unshare: bool) -> No
         pytest.skip("unshare -n is not permitted here; the socket-guard variant still runs")
     docs = tmp_path / "docs"
     shutil.copytree(SEEDS, docs)
-    (docs / "page.html").write_text("<html><body><main><p>Offline pages load too.</p></main></body></html>")
+    (docs / "page.html").write_text(
+        "<html><body><main><p>Offline pages load too.</p></main></body></html>"
+    )
     r = _run(["ingest", str(docs)], tmp_path, use_unshare)
     assert r.returncode == 0, r.stderr
-    r = _run(["ask", "How much did Japan pledge to the United States?", "--json"], tmp_path, use_unshare)
+    r = _run(
+        ["ask", "How much did Japan pledge to the United States?", "--json"], tmp_path, use_unshare
+    )
     assert r.returncode == 0, r.stderr
     assert "550 billion" in json.loads(r.stdout)["answer"]
     r = _run(["search", "tariff agreement", "--mode", "hybrid", "--json"], tmp_path, use_unshare)

@@ -86,7 +86,7 @@ def test_file_that_turns_bad_loses_its_chunks(tmp_path: Path, corpus: Path) -> N
 
 def test_missing_index_and_missing_path(tmp_path: Path) -> None:
     rag = Rag(settings_for(tmp_path / "none"))
-    with pytest.raises(IndexMissing, match="rag --index .* ingest PATH"):
+    with pytest.raises(IndexMissing, match=r"rag --index .* ingest PATH"):
         rag.search("anything")
     with pytest.raises(UsageError, match="no such file"):
         rag.ingest([tmp_path / "missing"])
@@ -103,7 +103,7 @@ def test_manifest_mismatch_is_refused_with_the_fix(tmp_path: Path, corpus: Path)
     manifest = json.loads((index / MANIFEST).read_text())
     manifest["embedding"]["model"] = "some-other-model"
     (index / MANIFEST).write_text(json.dumps(manifest))
-    with pytest.raises(IndexMismatch, match="some-other-model.*rebuild it with `rag --index"):
+    with pytest.raises(IndexMismatch, match=r"some-other-model.*rebuild it with `rag --index"):
         Rag(settings_for(index)).search("solar pumps")
     # --rebuild starts over with this run's settings
     report = Rag(other_chunking).ingest([corpus], rebuild=True)

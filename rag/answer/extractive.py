@@ -21,20 +21,24 @@ from ..chunking import split_sentences
 from ..types import Hit
 
 STOPWORDS = frozenset(
-    """a about above after again against all also am an and any are as at be because been
+    """
+    a about above after again against all also am an and any are as at be because been
     before being below between both but by can could did do does doing down during each
-    few for from further had has have having he her here hers herself him himself his how i
-    if in into is it its itself just me more most my myself no nor not now of off on once
-    only or other our ours ourselves out over own same she should so some such than that the
-    their theirs them themselves then there these they this those through to too under until
-    up very was we were what when where which while who whom whose why will with would you
-    your yours yourself yourselves according document documents text say says said tell
-    told mention mentioned describe described give given one ones did does do
-    make made get got use used way ways""".split()
+    few for from further had has have having he her here hers herself him himself his
+    how i if in into is it its itself just me more most my myself no nor not now of off
+    on once only or other our ours ourselves out over own same she should so some such
+    than that the their theirs them themselves then there these they this those through
+    to too under until up very was we were what when where which while who whom whose
+    why will with would you your yours yourself yourselves according document documents
+    text say says said tell told mention mentioned describe described give given one
+    ones did does do make made get got use used way ways
+    """.split()  # noqa: SIM905
 )
 
 _WORD = re.compile(r"[\w$€£¥%]+(?:[.'’-][\w]+)*", re.U)
-_NUMBER = re.compile(r"(?<![\w.])(?:[$€£¥]\s?)?\d[\d,.]*(?:\s?(?:%|percent|billion|million|trillion))?")
+_NUMBER = re.compile(
+    r"(?<![\w.])(?:[$€£¥]\s?)?\d[\d,.]*(?:\s?(?:%|percent|billion|million|trillion))?"
+)
 _NUMBER_WORDS = re.compile(
     r"\b(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|"
     r"fifty|hundred|dozen|half|double|twice)\b",  # "million" alone is a unit, not a figure
@@ -51,11 +55,13 @@ _PERCENT = re.compile(r"\d\s?(?:%|percent\b|per cent\b)", re.I)
 _CAPS = re.compile(r"\b[A-Z][\w’'.-]*(?:\s+(?:of|de|von|van|al|bin|la|the)?\s*[A-Z][\w’'.-]*)*")
 # words that make a capitalised phrase an institution, event, law or place, not a person
 _NOT_PERSON = frozenset(
-    """war treaty act agreement university institute foundation council union states
+    """
+    war treaty act agreement university institute foundation council union states
     republic kingdom ministry department center centre bank fund partnership strategy
-    regulation dialogue summit organization organisation association committee commission
-    house office court party alliance company corporation group school college
-    academy program programme system initiative forum north south east west new""".split()
+    regulation dialogue summit organization organisation association committee
+    commission house office court party alliance company corporation group school
+    college academy program programme system initiative forum north south east west new
+    """.split()  # noqa: SIM905
 )
 _PERSON_NOUNS = (
     r"president|prime minister|minister|ambassador|ceo|chairman|chair|secretary|king|queen|"
@@ -76,7 +82,9 @@ class Expect:
         if self.kind == "percent":
             return bool(_new(_PERCENT, sentence, question))
         if self.kind == "number":
-            return bool(_new(_NUMBER, sentence, question) or _new(_NUMBER_WORDS, sentence, question))
+            return bool(
+                _new(_NUMBER, sentence, question) or _new(_NUMBER_WORDS, sentence, question)
+            )
         if self.kind == "day":
             return bool(_new(_DAY, sentence, question))
         if self.kind == "date":
@@ -95,14 +103,19 @@ def expected(question: str) -> Expect:
     q = question.lower()
     if re.search(r"\b(what|which) (?:exact |specific )?(?:day|date)\b|\bexact (?:day|date)\b", q):
         return Expect("day")
-    if re.search(r"\bwhat (?:[\w-]+ )?(?:percentage|percent|share|proportion|rate)\b|\bhow many percent", q):
+    if re.search(
+        r"\bwhat (?:[\w-]+ )?(?:percentage|percent|share|proportion|rate)\b|\bhow many percent", q
+    ):
         return Expect("percent")
-    if re.search(r"\bhow (?:many|much)\b|\bwhat (?:amount|number|sum|figure)\b|\bhow (?:big|large)\b"
+    if re.search(r"\bhow (?:many|much)\b|\bwhat (?:amount|number|sum|figure)\b"
+                 r"|\bhow (?:big|large)\b"
                  r"|\bin (?:yen|dollars|won|euros)\b", q):  # fmt: skip
         return Expect("number")
     if re.search(r"\bwhen\b|\bwhat year\b|\bwhich years?\b|\bwhat month\b|\bsince when\b", q):
         return Expect("date")
-    if re.search(rf"\b(?:which|what)(?: [\w.-]+)? (?:{_PERSON_NOUNS})\b|\bname of\b|\bwho is the\b", q):
+    if re.search(
+        rf"\b(?:which|what)(?: [\w.-]+)? (?:{_PERSON_NOUNS})\b|\bname of\b|\bwho is the\b", q
+    ):
         return Expect("person")
     if re.search(r"^\s*(?:who|whom|whose)\b", q):
         return Expect("name")
@@ -276,8 +289,7 @@ def extract(
 def _asks_for_several(question: str) -> bool:
     q = question.lower()
     return bool(
-        re.search(r"(each|both|all|and)", q)
-        or re.search(r"(which|what)\s+(?:[\w-]+\s+)?\w+s\b", q)
+        re.search(r"(each|both|all|and)", q) or re.search(r"(which|what)\s+(?:[\w-]+\s+)?\w+s\b", q)
     )
 
 

@@ -212,10 +212,9 @@ class Verifier:
         for sup in own:
             if sup.ok:
                 return Claim(text, cited, dropped, sup)
+        # else the best-ranked passage that holds it (overlapping chunks often both do)
         others = [self._support((i,), claim) for i in range(len(self.hits))]
-        best = max(others, key=lambda s: s.strength)
-        if not best.ok and own:
-            best = max(own, key=lambda s: s.strength)
+        best = next((s for s in others if s.ok), None) or max(own or others, key=_strength)
         return Claim(text, cited, dropped, best)
 
     def _support(self, idx: tuple[int, ...], c: _ClaimFeatures) -> Support:
@@ -264,6 +263,10 @@ class Verifier:
         for ss in self._sentences:
             self._vectors.append(vecs[at : at + len(ss)])
             at += len(ss)
+
+
+def _strength(s: Support) -> float:
+    return s.strength
 
 
 def _most(words: set[str], terms: set[str]) -> bool:
