@@ -31,9 +31,19 @@ ask: install
 	$(BIN)/rag --index $(INDEX) ingest seeds/
 	$(BIN)/rag --index $(INDEX) ask "What did Korea pledge to invest in the United States?"
 
-## test: install what the tests need (chromium, llama-server) and run the whole suite
+## test: install what the tests need (chromium, llama-server), run the whole suite and the eval gate
 test: install browser llama-server
 	$(BIN)/python -m pytest -q
+	$(MAKE) --no-print-directory eval
+
+## eval: the seeds questions with the default (extractive) answerer; fails below the bars.
+## Bars = measured (docs/evaluation.md) minus a margin of about two questions.
+eval: install
+	$(BIN)/rag --index $(INDEX) ingest seeds/ >/dev/null
+	$(BIN)/rag --index $(INDEX) eval evals/seeds_qa.jsonl --no-save \
+	  --min hit@5=0.90 --min mrr@10=0.80 --min ndcg@10=0.82 --min evidence_recall=0.90 \
+	  --min key_acc=0.72 --min citation_precision=0.75 --min refusal_acc=0.92 \
+	  --max false_refusal_rate=0.08
 
 ## test-fast: the quick loop (no real servers, browsers or big ingests)
 test-fast: install
