@@ -220,7 +220,7 @@ def test_sentences_stream_as_they_are_verified(seeds_rag: Rag) -> None:
 @pytest.mark.parametrize(
     ("reply", "reason"),
     [
-        (Reply(status=500), "HTTP 500"),
+        (Reply(status=500), "HTTP 500: fake failure"),
         (Reply(malformed=True), "malformed response: JSONDecodeError"),
         (Reply(""), "empty reply"),
         (Reply("late", delay=5), "ReadTimeout after 1 s"),

@@ -263,6 +263,13 @@ def extract(
     chosen = [best]
     covered = set(best.covers)
     plural = _asks_for_several(question)
+    if plural and _names_two_subjects(question):
+        # "How do Kim and Draudt-Véjares each…": the best answer from another document too
+        docs = {o.hit.chunk.source for o in chosen}
+        other = next((c for c in ranked if c.hit.chunk.source not in docs and c.typed), None)
+        if other is not None and other.score >= 0.6 * best.score:
+            chosen.append(other)
+            covered |= other.covers
     for c in ranked:
         if len(chosen) >= max_sentences or c is best:
             continue
@@ -286,10 +293,17 @@ def extract(
     return Extract(chosen, evidence, expect, ranked)
 
 
+def _names_two_subjects(question: str) -> bool:
+    """ "X and Y each…", "both X and Y", "the essay and the interview": two things asked about."""
+    q = question.lower()
+    return bool(re.search(r"\b(each|both)\b", q) or re.search(r"\w+ and (?:the )?\w+", q))
+
+
 def _asks_for_several(question: str) -> bool:
     q = question.lower()
     return bool(
-        re.search(r"(each|both|all|and)", q) or re.search(r"(which|what)\s+(?:[\w-]+\s+)?\w+s\b", q)
+        re.search(r"\b(each|both|all|and)\b", q)
+        or re.search(r"\b(which|what)\s+(?:[\w-]+\s+)?\w+s\b", q)
     )
 
 

@@ -49,7 +49,8 @@ def build_messages(
     blocks = []
     for n, hit in enumerate(hits, start=1):
         c = hit.chunk
-        where = c.source + (f", page {c.page}" if c.page is not None else "")
+        # the file's name, not its path: a remote endpoint needs no view of the disk
+        where = Path(c.source).name + (f", page {c.page}" if c.page is not None else "")
         if c.heading:
             where += f" — {c.heading}"
         # a document can neither close its own passage nor the list and write outside them
@@ -140,7 +141,7 @@ class LLM:
             )
             content = resp.choices[0].message.content
         if not isinstance(content, str):
-            raise LLMError(f"the LLM at {self.url} did not answer (malformed response)")
+            raise LLMError(f"{self._failed} (malformed response: no message content)")
         return content
 
     @contextlib.contextmanager
@@ -156,7 +157,7 @@ class LLM:
         except openai.APIConnectionError as e:
             raise LLMError(f"{self._failed} ({_cause(e, 'ConnectError')})") from e
         except openai.APIStatusError as e:
-            raise LLMError(f"{self._failed} (HTTP {e.status_code})") from e
+            raise LLMError(f"{self._failed} (HTTP {e.status_code}{_said(e.body)})") from e
         except (
             openai.OpenAIError,
             ValueError,
@@ -178,6 +179,16 @@ class LLM:
 
 def _cause(e: BaseException, default: str) -> str:
     return type(e.__cause__).__name__ if e.__cause__ is not None else default
+
+
+def _said(body: object) -> str:
+    """ ": <the server's error message>", shortened, when the error body has one."""
+    error = body.get("error", body) if isinstance(body, dict) else body
+    message = error.get("message") if isinstance(error, dict) else error
+    if not isinstance(message, str) or not message.strip():
+        return ""
+    message = " ".join(message.split())
+    return ": " + (message if len(message) <= 160 else message[:159] + "…")
 
 
 @contextlib.contextmanager
