@@ -201,8 +201,9 @@ class Rag:
         self._index = self._retriever = None
         if manifest:
             # through Chroma, not by deleting its files: Chroma caches open clients per path
+            old = Index(self.settings.store, manifest)
             try:
-                Index(self.settings.store, manifest)._drop_collection()
+                old._drop_collection()
             except Exception as e:
                 if manifest.get("chroma_url"):
                     raise
@@ -211,6 +212,8 @@ class Rag:
                 from chromadb.api.shared_system_client import SharedSystemClient
 
                 SharedSystemClient.clear_system_cache()
+            finally:
+                old.close()
         for name in (MANIFEST, CATALOG, CATALOG + "-wal", CATALOG + "-shm"):
             (directory / name).unlink(missing_ok=True)
         for name in ("bm25", "bm25.tmp"):
