@@ -29,7 +29,7 @@ run: install
 ## ask: a sample cited answer from the command line
 ask: install
 	$(BIN)/rag --index $(INDEX) ingest seeds/
-	$(BIN)/rag --index $(INDEX) ask "What did Korea pledge to invest in the United States?"
+	$(BIN)/rag --index $(INDEX) ask "What did Trump say the United States would receive from Korea?"
 
 ## test: install what the tests need (chromium, llama-server), run the whole suite and the eval gate
 test: install browser llama-server

@@ -59,7 +59,7 @@ def cli(
     \b
     Examples:
       rag ingest ~/papers/
-      rag ask "What did Korea pledge to invest in the United States?"
+      rag ask "What did Trump say the United States would receive from Korea?"
       rag search "tariff agreement" -k 5 --json | jq .
     """
     level = logging.DEBUG if debug or verbose > 1 else logging.INFO if verbose else logging.WARNING
@@ -405,7 +405,11 @@ def _print_sources(answer: Any) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_ctx
 def status(c: Context, as_json: bool) -> None:
-    """Documents, chunks, models and settings of the index."""
+    """Documents, chunks, models and settings of the index.
+
+    \b
+    Example:  rag --index ~/papers-index status --json | jq .documents
+    """
     info = c.rag().status()
     if as_json:
         _print_json(info)
@@ -579,6 +583,11 @@ def eval_(
     missed = ev.check_gates(run.metrics, gates)
     if missed:
         raise RagError("below the bar: " + "; ".join(missed))
+    if gates and not as_json:
+        click.echo(
+            f"\nEvery bar met ({len(gates)} checked); any failures listed above are single questions.",
+            err=True,
+        )
 
 
 def _eval_run(rag: Any, items: list[Any], *, k: int, mode: str | None, names: list[str],
