@@ -585,7 +585,7 @@ def eval_(
         raise RagError("below the bar: " + "; ".join(missed))
     if gates and not as_json:
         click.echo(
-            f"\nEvery bar met ({len(gates)} checked); any failures listed above are single questions.",
+            f"\nEvery bar met ({len(gates)} checked); failures above are single questions.",
             err=True,
         )
 
