@@ -74,11 +74,9 @@ def pick_free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def corpus(tmp_path: Path) -> Iterator[Path]:
-    """A small folder of documents a test may change."""
-    d = tmp_path / "docs"
-    d.mkdir()
+def write_small_corpus(d: Path) -> Path:
+    """Two short documents (alpha.md, beta.txt) with facts the tests ask about."""
+    d.mkdir(parents=True, exist_ok=True)
     (d / "alpha.md").write_text(
         "# Alpha Project\n\nThe Alpha project was started in 2019 by Maria Lopez in Lisbon. "
         "It builds solar-powered water pumps for small farms.\n\n## Funding\n\n"
@@ -88,4 +86,10 @@ def corpus(tmp_path: Path) -> Iterator[Path]:
         "Beta is a bicycle-sharing scheme in Ghent. It has 1,200 bikes at 85 stations. "
         "Riders pay 3 euros per day.\n"
     )
-    yield d
+    return d
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Iterator[Path]:
+    """A small folder of documents a test may change."""
+    yield write_small_corpus(tmp_path / "docs")

@@ -36,7 +36,7 @@ from rag.evaluate.runner import score
 from rag.pipeline import Rag
 from rag.types import Answer, Chunk, Citation, Hit
 
-from .conftest import ROOT, SEEDS, CliResult, run_rag, settings_for
+from .conftest import ROOT, SEEDS, CliResult, run_rag, settings_for, write_small_corpus
 
 SEEDS_QA = ROOT / "evals" / "seeds_qa.jsonl"
 
@@ -497,17 +497,7 @@ TINY_QA = [
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """A two-document index and three questions about it."""
     root = tmp_path_factory.mktemp("tiny")
-    docs = root / "docs"
-    docs.mkdir()
-    (docs / "alpha.md").write_text(
-        "# Alpha Project\n\nThe Alpha project was started in 2019 by Maria Lopez in Lisbon. "
-        "It builds solar-powered water pumps for small farms.\n\n## Funding\n\n"
-        "Alpha received 2.5 million euros from the Horizon programme in 2021.\n"
-    )
-    (docs / "beta.txt").write_text(
-        "Beta is a bicycle-sharing scheme in Ghent. It has 1,200 bikes at 85 stations. "
-        "Riders pay 3 euros per day.\n"
-    )
+    docs = write_small_corpus(root / "docs")
     index = root / "index"
     rag = Rag(settings_for(index))
     rag.ingest([docs])
