@@ -87,19 +87,25 @@ def quality(rag: Rag, questions: list[dict]) -> dict[str, dict[str, float]]:
                 if i in chunks and relevant(q, chunks[i].source, chunks[i].text)
             ]  # fmt: skip
             first = ranks[0] if ranks else None
-            row = table.setdefault(name, {"hit@1": [], "hit@3": [], "hit@5": [], "mrr@10": []})
+            row = table.setdefault(
+                name, {"hit@1": [], "hit@3": [], "hit@5": [], "mrr@10": [], "page@5": []}
+            )
+            if q.get("sources"):  # the right page among the top 5, whichever chunk of it
+                top = [chunks[i].source for i in ids[:5] if i in chunks]
+                row["page@5"].append(float(any(s.endswith("/" + p) for s in top
+                                               for p in q["sources"])))  # fmt: skip
             for k in (1, 3, 5):
                 row[f"hit@{k}"].append(1.0 if first and first <= k else 0.0)
             row["mrr@10"].append(1.0 / first if first else 0.0)
-    return {n: {m: statistics.mean(v) for m, v in row.items()} for n, row in table.items()}
+    return {n: {m: statistics.mean(v) for m, v in row.items() if v} for n, row in table.items()}
 
 
 def print_quality(title: str, table: dict[str, dict[str, float]], n: int) -> None:
     print(f"\n{title} ({n} questions)")
-    print(f"{'variant':<10} {'hit@1':>6} {'hit@3':>6} {'hit@5':>6} {'mrr@10':>7}")
+    cols = [c for c in ("hit@1", "hit@3", "hit@5", "mrr@10", "page@5") if c in table["dense"]]
+    print(f"{'variant':<10}" + "".join(f"{c:>8}" for c in cols))
     for name, row in table.items():
-        print(f"{name:<10} {row['hit@1']:>6.3f} {row['hit@3']:>6.3f} {row['hit@5']:>6.3f} "
-              f"{row['mrr@10']:>7.3f}")  # fmt: skip
+        print(f"{name:<10}" + "".join(f"{row[c]:>8.3f}" for c in cols))
 
 
 def search_latency(rag: Rag, questions: list[dict], repeat: int = 3) -> tuple[float, float]:
