@@ -171,7 +171,13 @@ class Index:
     ) -> Index:
         """A new, empty index (the folder may exist but must hold no manifest)."""
         directory = Path(settings.index_dir)
-        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(
+                f"cannot create the index folder {directory}/ ({e.strerror or e}); "
+                "choose a writable one with --index DIR"
+            ) from e
         manifest = {
             "format": FORMAT_VERSION,
             "embedding": {"model": embedder_name, "dim": dim},

@@ -119,6 +119,14 @@ def test_errors_are_one_line_without_traceback(
     assert needle in lines[0] and "Traceback" not in r.err
 
 
+def test_unwritable_index_folder_is_a_clear_error(tmp_path: Path, corpus: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    r = run_rag("ingest", str(corpus), index=blocker / "idx")
+    assert r.code == 1 and r.err.startswith("error: cannot create the index folder")
+    assert "--index DIR" in r.err and "Traceback" not in r.err
+
+
 def test_missing_index_says_how_to_build_it(tmp_path: Path) -> None:
     r = run_rag("ask", "anything?", index=tmp_path / "nothing")
     assert r.code == 1 and r.err.startswith("error: no index in") and "ingest PATH" in r.err
