@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 from .config import LoadSettings
@@ -109,13 +109,6 @@ def load_file(path: Path, settings: LoadSettings | None = None) -> Document | Sk
         pages=pages,
         headings=tuple(headings),
     )
-
-
-def load_all(
-    files: Iterable[Path], settings: LoadSettings | None = None
-) -> Iterator[Document | Skipped]:
-    for f in files:
-        yield load_file(f, settings)
 
 
 # --- text ------------------------------------------------------------------------------

@@ -409,14 +409,6 @@ class Index:
                 out[r[0]] = Chunk(*r)
         return out
 
-    def neighbours(self, chunk: Chunk, before: int = 1, after: int = 1) -> list[Chunk]:
-        rows = self._db.execute(
-            "SELECT id, source, text, start_char, end_char, title, heading, page, position "
-            "FROM chunks WHERE source=? AND position BETWEEN ? AND ? ORDER BY position",
-            (chunk.source, chunk.position - before, chunk.position + after),
-        ).fetchall()
-        return [Chunk(*r) for r in rows]
-
     def dense(self, vector: np.ndarray, n: int) -> list[tuple[str, float]]:
         """(chunk id, cosine similarity), best first, only chunks the catalog knows."""
         total = self.count_chunks()
