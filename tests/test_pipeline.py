@@ -10,6 +10,7 @@ import pytest
 from rag.errors import IndexMismatch, IndexMissing, UsageError
 from rag.pipeline import Rag
 from rag.store import MANIFEST
+from rag.types import Skipped
 
 from .conftest import settings_for
 
@@ -124,6 +125,26 @@ def test_keyword_index_rebuilds_when_behind(tmp_path: Path, corpus: Path) -> Non
     hits = Rag(settings_for(index)).search("Horizon programme funding", k=2, mode="keyword")
     assert hits and "Horizon" in hits[0].chunk.text
     assert json.loads(meta.read_text())["generation"] == info["generation"] + 1
+
+
+def test_reindexing_a_document_removes_its_old_vectors(tmp_path: Path, corpus: Path) -> None:
+    from dataclasses import replace
+
+    from rag.chunking import chunk_document
+    from rag.loaders import load_file
+
+    rag = Rag(settings_for(tmp_path / "idx"))
+    rag.ingest([corpus])
+    before = rag.index.collection.count()
+    doc = load_file(corpus / "beta.txt")
+    assert not isinstance(doc, Skipped)
+    changed = replace(doc, text=doc.text + "It opened in 2012.", sha256="f" * 64)
+    chunks = chunk_document(changed, rag.embedder.token_offsets)
+    vectors = rag.embedder.embed([c.embedding_text() for c in chunks])
+    rag.index.put_documents([(changed, chunks)], vectors)
+    # without any sweep: the replaced chunks' vectors are gone, the new ones are there
+    assert rag.index.collection.count() == before == rag.index.count_chunks()
+    assert set(rag.index.vectors([c.id for c in chunks])) == {c.id for c in chunks}
 
 
 def test_orphan_vectors_are_ignored_and_swept(tmp_path: Path, corpus: Path) -> None:
