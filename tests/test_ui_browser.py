@@ -378,7 +378,8 @@ def test_evaluation_tab_runs_a_dataset_and_shows_what_changed(
     dataset.write_text("\n".join(lines) + "\n")
     pg = page.page
     page.tab("Evaluation")
-    assert not pg.locator("#settings").is_visible()  # the chat's settings are for the chat
+    # the chat's settings are for the chat; hiding them is a round trip to the server
+    pg.wait_for_selector("#settings", state="hidden", timeout=15_000)
     pg.set_input_files("#eval-upload input[type=file]", [str(dataset)])
     pg.wait_for_selector("#eval-dataset input[value='Uploaded file']:checked", timeout=45_000)
     pg.click("#eval-run")
