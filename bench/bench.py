@@ -3,6 +3,7 @@
     python bench/bench.py                       # seeds: quality by mode + speed
     python bench/bench.py --pydocs              # + Python's docs (apt-get install python3.11-doc)
     python bench/bench.py --pydocs --index /tmp/pyidx   # reuse an index built earlier
+    python bench/bench.py --pydocs --index /tmp/pyidx --quality   # quality tables only
 
 Quality: a question is a hit@k when one of its top-k chunks contains an evidence quote
 (whitespace and case folded; for pydocs, from the expected page). Fusion variants are
@@ -43,10 +44,20 @@ def load_questions(path: Path) -> list[dict]:
     return [r for r in rows if r.get("answerable", True) and r.get("evidence")]
 
 
-def relevant(q: dict, source: str, text: str) -> bool:
+def relevant(q: dict, source: str, text: str, judged: bool = True) -> bool:
+    """Does this chunk hold the question's evidence quote (from its expected page)?
+
+    With `judged`, also the passages a reader judged to answer the question (`judged`:
+    [{"source", "quote"}]), pooled from the top 5 of every variant: one quote per question
+    undercounts, since the docs often answer the same question in several places.
+    """
+    t = norm(text)
+    if judged and any(
+        source.endswith("/" + j["source"]) and norm(j["quote"]) in t for j in q.get("judged", ())
+    ):
+        return True
     if q.get("sources") and not any(source.endswith("/" + s) for s in q["sources"]):
         return False
-    t = norm(text)
     return any(norm(e) in t for e in q["evidence"])
 
 
@@ -88,8 +99,15 @@ def quality(rag: Rag, questions: list[dict]) -> dict[str, dict[str, float]]:
             ]  # fmt: skip
             first = ranks[0] if ranks else None
             row = table.setdefault(
-                name, {"hit@1": [], "hit@3": [], "hit@5": [], "mrr@10": [], "page@5": []}
+                name,
+                {"hit@1": [], "hit@3": [], "hit@5": [], "mrr@10": [], "strict@5": [], "page@5": []},
             )
+            if any("judged" in x for x in questions):  # the one original quote only
+                strict = any(
+                    i in chunks and relevant(q, chunks[i].source, chunks[i].text, judged=False)
+                    for i in ids[:5]
+                )
+                row["strict@5"].append(float(strict))
             if q.get("sources"):  # the right page among the top 5, whichever chunk of it
                 top = [chunks[i].source for i in ids[:5] if i in chunks]
                 row["page@5"].append(float(any(s.endswith("/" + p) for s in top
@@ -102,10 +120,14 @@ def quality(rag: Rag, questions: list[dict]) -> dict[str, dict[str, float]]:
 
 def print_quality(title: str, table: dict[str, dict[str, float]], n: int) -> None:
     print(f"\n{title} ({n} questions)")
-    cols = [c for c in ("hit@1", "hit@3", "hit@5", "mrr@10", "page@5") if c in table["dense"]]
-    print(f"{'variant':<10}" + "".join(f"{c:>8}" for c in cols))
+    cols = [
+        c
+        for c in ("hit@1", "hit@3", "hit@5", "mrr@10", "strict@5", "page@5")
+        if c in table["dense"]
+    ]
+    print(f"{'variant':<10}" + "".join(f"{c:>9}" for c in cols))
     for name, row in table.items():
-        print(f"{name:<10}" + "".join(f"{row[c]:>8.3f}" for c in cols))
+        print(f"{name:<10}" + "".join(f"{row[c]:>9.3f}" for c in cols))
 
 
 def search_latency(rag: Rag, questions: list[dict], repeat: int = 3) -> tuple[float, float]:
@@ -178,6 +200,7 @@ def main() -> None:
     ap.add_argument("--pydocs", action="store_true", help="also benchmark Python's HTML docs")
     ap.add_argument("--index", type=Path, help="existing pydocs index to reuse")
     ap.add_argument("--corpus", type=Path, default=PYDOCS, help="pydocs folder")
+    ap.add_argument("--quality", action="store_true", help="retrieval quality only, no timings")
     args = ap.parse_args()
     os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
@@ -187,7 +210,8 @@ def main() -> None:
         seeds_q = load_questions(ROOT / "evals" / "seeds_qa.jsonl")
         rag = Rag(Settings().with_(store={"index_dir": seeds_index}))
         print_quality("Retrieval on seeds/", quality(rag, seeds_q), len(seeds_q))
-        speed("seeds/", seeds_index, [ROOT / "seeds"], seeds_q, full)
+        if not args.quality:
+            speed("seeds/", seeds_index, [ROOT / "seeds"], seeds_q, full)
 
         if args.pydocs:
             if not args.corpus.is_dir():
@@ -197,8 +221,9 @@ def main() -> None:
             full_py = None if args.index else full_ingest(index, [args.corpus])
             rag = Rag(Settings().with_(store={"index_dir": index}))
             print_quality("Retrieval on Python docs", quality(rag, py_q), len(py_q))
-            roots = [Path(r) for r in rag.status()["roots"]]
-            speed("Python docs", index, roots, py_q, full_py)
+            if not args.quality:
+                roots = [Path(r) for r in rag.status()["roots"]]
+                speed("Python docs", index, roots, py_q, full_py)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rag.answer import REFUSAL
-from rag.answer.extractive import expected
+from rag.answer.extractive import _alternatives, content_terms, expected, question_parts
 from rag.pipeline import Rag
 
 
@@ -75,3 +75,50 @@ def test_near_misses_are_refused(seeds_rag: Rag, question: str) -> None:
     a = seeds_rag.ask(question)
     assert a.refused and a.answer == REFUSAL and a.citations == []
     assert a.hits  # the closest passages are still shown
+
+
+@pytest.mark.parametrize(
+    ("question", "parts"),
+    [
+        (
+            "What did Trump say Korea would hand over, and what does she want instead?",
+            ["What did Trump say Korea would hand over", "what does she want instead"],
+        ),
+        ("Who is she; why does it matter?", ["Who is she", "why does it matter"]),
+        ("According to Kim, how has South Korea changed since the aid?", []),  # one question
+        ("What did Korea pledge to invest in the United States?", []),
+    ],
+)
+def test_two_part_questions_are_split(question: str, parts: list[str]) -> None:
+    assert question_parts(question) == parts
+
+
+def test_both_sides_of_a_comparison_are_found() -> None:
+    sides = _alternatives("Which came first, the Digital Partnership or the Green Partnership?")
+    assert sides == [set(content_terms("Digital")), set(content_terms("Green"))]
+    assert _alternatives("What did Korea pledge to invest?") == []
+
+
+@pytest.mark.parametrize(
+    ("question", "facts"),
+    [
+        # a comparison: the evidence for both sides, not the best sentence and its neighbour
+        (
+            "Which came first, the EU-Korea Digital Partnership or the Green Partnership?",
+            ["2022", "2023"],
+        ),
+        # a two-part question: the first part's fact, though the second part's words dominate
+        (
+            "What did Trump say Korea would hand over, and what does Draudt-Véjares want the "
+            "talks to focus on instead?",
+            ["$350 billion"],
+        ),
+    ],
+)
+def test_answers_cover_each_part_of_the_question(
+    seeds_rag: Rag, question: str, facts: list[str]
+) -> None:
+    a = seeds_rag.ask(question)
+    assert not a.refused
+    for fact in facts:
+        assert fact in a.answer

@@ -238,8 +238,10 @@ def extract(
         weights[t] = math.log((n + 1) / (df + 0.5)) + 0.1
     total_w = sum(weights.values()) or 1.0
 
-    vecs = np.asarray(embed([question] + [c.text for c in cands]))  # type: ignore[operator]
-    qv, sv = vecs[0], vecs[1:]
+    parts = question_parts(question)
+    texts = [question, *parts, *(c.text for c in cands)]
+    vecs = np.asarray(embed(texts))  # type: ignore[operator]
+    qv, pv, sv = vecs[0], vecs[1 : 1 + len(parts)], vecs[1 + len(parts) :]
     sims = sv @ qv
     for c, sim in zip(cands, sims, strict=True):
         c.dense = float(sim)
@@ -261,7 +263,21 @@ def extract(
     if best is None:
         return Extract([], 0.0, expect, ranked, missing=expect.kind)
     chosen = [best]
-    covered = set(best.covers)
+    # "What did Trump say…, and what does she want…?": the best sentence for each part
+    per_part: list[Candidate] = []
+    for part, vec in zip(parts, pv, strict=True):
+        p_terms = set(content_terms(part)) & set(weights)
+        p_total = sum(weights[t] for t in p_terms) or 1.0
+        part_score = {
+            id(c): 0.6 * float(v) + 0.4 * sum(weights[t] for t in c.covers & p_terms) / p_total
+            for c, v in zip(cands, sv @ vec, strict=True)
+        }
+        top_part = max((c for c in cands if c.typed), key=lambda c: part_score[id(c)])
+        if top_part.score >= 0.55 * best.score and not any(_similar(top_part, o) for o in per_part):
+            per_part.append(top_part)
+    if len(per_part) >= 2:
+        chosen = per_part
+    covered = set().union(*(c.covers for c in chosen))
     plural = _asks_for_several(question)
     if plural and _names_two_subjects(question):
         # "How do Kim and Draudt-Véjares each…": the best answer from another document too
@@ -270,8 +286,16 @@ def extract(
         if other is not None and other.score >= 0.6 * best.score:
             chosen.append(other)
             covered |= other.covers
+    # "Which came first, A or B?", "Is A larger than B?": both sides need their evidence
+    for side in _alternatives(question):
+        if covered & side:
+            continue
+        other = next((c for c in ranked if c.covers & side and c.typed), None)
+        if other is not None and other.score >= 0.55 * best.score:
+            chosen.append(other)
+            covered |= other.covers
     for c in ranked:
-        if len(chosen) >= max_sentences or c is best:
+        if len(chosen) >= max_sentences or c in chosen:
             continue
         gain = sum(weights[t] for t in c.covers - covered) / total_w
         redundant = any(_similar(c, o) for o in chosen)
@@ -291,6 +315,46 @@ def extract(
     chosen = _with_continuations(chosen, cands, max_sentences, why=why)
     evidence = evidence_score(chosen)
     return Extract(chosen, evidence, expect, ranked)
+
+
+_SECOND_QUESTION = re.compile(
+    r"(?:,|;)\s*(?:and|but)?\s*(?=(?:what|how|why|who|whom|when|where|which)\b)", re.I
+)
+
+
+_QUESTION_WORD = re.compile(
+    r"(?:what|how|why|who|whom|whose|when|where|which|is|are|was|were|do|does|did|can|"
+    r"could|should|would|will|has|have|had)\b",
+    re.I,
+)
+
+
+def question_parts(question: str) -> list[str]:
+    """The questions inside a two-part question ("What did X say, and what does Y want?");
+    [] for a single question."""
+    parts = [p.strip(" ,;?") for p in _SECOND_QUESTION.split(question)]
+    parts = [p for p in parts if len(p.split()) >= 3]
+    if len(parts) < 2 or not _QUESTION_WORD.match(parts[0]):  # "According to Kim, how…"
+        return []
+    return parts
+
+
+_COMPARE = re.compile(r"^(?P<a>.+?)\s+(?:or|than|versus|vs\.?)\s+(?P<b>[^,?;]+)", re.I)
+
+
+def _alternatives(question: str) -> list[set[str]]:
+    """The content terms only one side of "A or B" / "A than B" has, per side; [] if none.
+
+    Only the words near the conjunction count as the left side ("Which came first, the
+    Digital Partnership or the Green Partnership?" → {digit}, {green}).
+    """
+    m = _COMPARE.search(question)
+    if not m:
+        return []
+    left = content_terms(re.split(r"[,;:]", m.group("a"))[-1])
+    right = content_terms(m.group("b"))
+    a, b = set(left) - set(right), set(right) - set(left)
+    return [a, b] if a and b else []
 
 
 def _names_two_subjects(question: str) -> bool:
