@@ -638,10 +638,7 @@ def serve_llm(gguf: Path, port: int | None) -> None:
 
     server = LlamaServer(gguf)
     try:
-        if port is None:
-            server.start()
-        else:
-            server._launch(port)  # LlamaServer picks a free port unless told which
+        server.start(port)  # a free port unless told which
     except FileNotFoundError as e:
         raise LLMError(str(e)) from e
     try:

@@ -170,14 +170,27 @@ class LlamaServer:
             *self.extra_args,
         ]  # fmt: skip
 
-    def start(self) -> LlamaServer:
-        """Launch the server and wait until GET /health answers 200. Idempotent."""
+    def start(self, port: int | None = None) -> LlamaServer:
+        """Launch the server (on `port`, else a free one) and wait until GET /health answers
+        200. Idempotent."""
         if self.running:
             return self
         if not self.gguf.is_file():
             raise FileNotFoundError(f"GGUF model not found: {self.gguf}")
         binary = self.binary or find_llama_server()
         self.binary = binary
+        if port is not None:
+            # checked first: another server already there would answer our health check
+            with socket.socket() as probe:
+                try:
+                    probe.bind((HOST, port))
+                except OSError:
+                    raise LlamaServerError(
+                        f"port {port} on {HOST} is in use: choose another --port, "
+                        "or leave it out to use a free one"
+                    ) from None
+            self._launch(port)
+            return self
         # A port picked free can be taken before the server binds it: retry on that only.
         for attempt in range(3):
             try:

@@ -6,7 +6,7 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,3 +93,14 @@ def write_small_corpus(d: Path) -> Path:
 def corpus(tmp_path: Path) -> Iterator[Path]:
     """A small folder of documents a test may change."""
     yield write_small_corpus(tmp_path / "docs")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Let fixtures see whether the test itself failed (the browser tests screenshot it)."""
+    report = yield
+    if report.when == "call":
+        item.failed_call = report.failed  # type: ignore[attr-defined]
+    return report

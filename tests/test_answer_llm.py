@@ -468,3 +468,23 @@ def test_serve_llm_prints_its_url_and_stops_on_ctrl_c(llama: str, free_port: int
             p.kill()
     with socket.socket() as s, pytest.raises(ConnectionRefusedError):
         s.connect(("127.0.0.1", free_port))  # the server is gone
+
+
+@pytest.mark.slow
+@pytest.mark.llm
+def test_serve_llm_on_a_port_in_use_says_so_in_one_line(llama: str) -> None:
+    from rag.llamacpp import bundled_test_gguf
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        p = subprocess.run(
+            [sys.executable, "-m", "rag", "serve-llm", str(bundled_test_gguf()), "--port",
+             str(port)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert p.returncode != 0 and p.stdout == ""
+    err = p.stderr.strip()
+    assert len(err.splitlines()) == 1 and f"port {port}" in err and "in use" in err
+    assert "Traceback" not in err

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from rag.answer import REFUSAL
-from rag.answer.extractive import _alternatives, content_terms, expected, question_parts
+from rag.answer.extractive import (
+    _alternatives,
+    content_terms,
+    expected,
+    question_parts,
+    without_subjects,
+)
 from rag.pipeline import Rag
 
 
@@ -21,6 +27,7 @@ from rag.pipeline import Rag
         ("Which U.S. president signed the treaty?", "person"),
         ("Who conducted the poll?", "name"),
         ("What position does Anthony Kim hold?", ""),
+        ("What did President Trump call for in his address?", ""),  # a title, not the ask
     ],
 )
 def test_expected_kind_of_fact(question: str, kind: str) -> None:
@@ -93,6 +100,22 @@ def test_two_part_questions_are_split(question: str, parts: list[str]) -> None:
     assert question_parts(question) == parts
 
 
+@pytest.mark.parametrize(
+    ("question", "predicate"),
+    [
+        (
+            "Which multilateral forums do the EU essay and the Carnegie interview each suggest "
+            "Korea lean on?",
+            "Which multilateral forums do each suggest Korea lean on?",
+        ),
+        ("What did Korea pledge to invest?", ""),  # one subject
+        ("What do both Kim and Nicolas recommend?", ""),  # nothing left to match on
+    ],
+)
+def test_what_is_asked_of_two_subjects(question: str, predicate: str) -> None:
+    assert without_subjects(question) == predicate
+
+
 def test_both_sides_of_a_comparison_are_found() -> None:
     sides = _alternatives("Which came first, the Digital Partnership or the Green Partnership?")
     assert sides == [set(content_terms("Digital")), set(content_terms("Green"))]
@@ -106,6 +129,12 @@ def test_both_sides_of_a_comparison_are_found() -> None:
         (
             "Which came first, the EU-Korea Digital Partnership or the Green Partnership?",
             ["2022", "2023"],
+        ),
+        # two subjects: the second document's answer, not the sentence that names its author
+        (
+            "Which multilateral forums do the EU essay and the Carnegie interview each suggest "
+            "Korea lean on?",
+            ["WTO", "CPTPP"],
         ),
         # a two-part question: the first part's fact, though the second part's words dominate
         (

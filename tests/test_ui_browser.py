@@ -127,6 +127,11 @@ class Page:
         self.shots = shots
         self.page.goto(server.url)
         self.page.wait_for_selector("#question textarea", timeout=30_000)
+        # the page's load events (documents table, header, status) have run: on a busy
+        # machine, acting before they finish races them
+        self.page.wait_for_function(
+            "document.querySelector('#header').innerText.trim().split('\\n').length > 1"
+        )
 
     def shot(self, name: str) -> Path:
         path = self.shots / f"{name}.png"
@@ -158,9 +163,14 @@ class Page:
 
 
 @pytest.fixture
-def page(browser: Any, server: Server, tmp_path: Path) -> Iterator[Page]:
+def page(
+    browser: Any, server: Server, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Page]:
     p = Page(browser, server, tmp_path)
     yield p
+    if getattr(request.node, "failed_call", False):  # what the page showed when the test failed
+        shot = p.shot("FAILED")
+        print(f"screenshot of the failure: {shot}\nserver log: {server.log}")
     p.close()
 
 

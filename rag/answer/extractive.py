@@ -70,6 +70,9 @@ _PERSON_NOUNS = (
 )
 
 
+_AUXILIARY = r"(?:is|are|was|were|do|does|did|has|have|had|will|would|can|could|should|may|might)"
+
+
 @dataclass(frozen=True)
 class Expect:
     """What kind of fact the question asks for."""
@@ -113,8 +116,10 @@ def expected(question: str) -> Expect:
         return Expect("number")
     if re.search(r"\bwhen\b|\bwhat year\b|\bwhich years?\b|\bwhat month\b|\bsince when\b", q):
         return Expect("date")
-    if re.search(
-        rf"\b(?:which|what)(?: [\w.-]+)? (?:{_PERSON_NOUNS})\b|\bname of\b|\bwho is the\b", q
+    if re.search(  # "which U.S. president…", not "what did President Trump call for…"
+        rf"\b(?:which|what)(?: (?!{_AUXILIARY}\b)[\w.-]+)? (?:{_PERSON_NOUNS})\b"
+        r"|\bname of\b|\bwho is the\b",
+        q,
     ):
         return Expect("person")
     if re.search(r"^\s*(?:who|whom|whose)\b", q):
@@ -239,9 +244,10 @@ def extract(
     total_w = sum(weights.values()) or 1.0
 
     parts = question_parts(question)
-    texts = [question, *parts, *(c.text for c in cands)]
-    vecs = np.asarray(embed(texts))  # type: ignore[operator]
-    qv, pv, sv = vecs[0], vecs[1 : 1 + len(parts)], vecs[1 + len(parts) :]
+    predicate = without_subjects(question)  # "…each suggest Korea lean on?" for two subjects
+    asked = [*parts, *([predicate] if predicate else [])]
+    vecs = np.asarray(embed([question, *asked, *(c.text for c in cands)]))  # type: ignore[operator]
+    qv, pv, sv = vecs[0], vecs[1 : 1 + len(parts)], vecs[1 + len(asked) :]
     sims = sv @ qv
     for c, sim in zip(cands, sims, strict=True):
         c.dense = float(sim)
@@ -266,12 +272,7 @@ def extract(
     # "What did Trump say…, and what does she want…?": the best sentence for each part
     per_part: list[Candidate] = []
     for part, vec in zip(parts, pv, strict=True):
-        p_terms = set(content_terms(part)) & set(weights)
-        p_total = sum(weights[t] for t in p_terms) or 1.0
-        part_score = {
-            id(c): 0.6 * float(v) + 0.4 * sum(weights[t] for t in c.covers & p_terms) / p_total
-            for c, v in zip(cands, sv @ vec, strict=True)
-        }
+        part_score = _fit(part, vec, cands, sv, weights)
         top_part = max((c for c in cands if c.typed), key=lambda c: part_score[id(c)])
         if top_part.score >= 0.55 * best.score and not any(_similar(top_part, o) for o in per_part):
             per_part.append(top_part)
@@ -282,7 +283,13 @@ def extract(
     if plural and _names_two_subjects(question):
         # "How do Kim and Draudt-Véjares each…": the best answer from another document too
         docs = {o.hit.chunk.source for o in chosen}
-        other = next((c for c in ranked if c.hit.chunk.source not in docs and c.typed), None)
+        others = [c for c in ranked if c.hit.chunk.source not in docs and c.typed]
+        if predicate and others:
+            # what is asked of the second subject, not who it is: "the Carnegie interview"
+            # matches her biography; "which multilateral forums" matches her answer
+            fit = _fit(predicate, vecs[len(asked)], cands, sv, weights)
+            others.sort(key=lambda c: -fit[id(c)])
+        other = others[0] if others else None
         if other is not None and other.score >= 0.6 * best.score:
             chosen.append(other)
             covered |= other.covers
@@ -355,6 +362,41 @@ def _alternatives(question: str) -> list[set[str]]:
     right = content_terms(m.group("b"))
     a, b = set(left) - set(right), set(right) - set(left)
     return [a, b] if a and b else []
+
+
+_TWO_SUBJECTS = re.compile(
+    r"(?:\bboth\s+)?((?:[\w’'.-]+\s+){0,2}[\w’'.-]+)\s+and\s+((?:the\s+)?[\w’'.-]+(?:\s+[\w’'.-]+)?)"
+    r"(?=\s+each\b)|\bboth\s+((?:[\w’'.-]+\s+){0,2}[\w’'.-]+)\s+and\s+((?:the\s+)?[\w’'.-]+)",
+    re.I,
+)
+
+
+def without_subjects(question: str) -> str:
+    """The question without its two named subjects ("Which forums do the EU essay and the
+    Carnegie interview each suggest…" → "Which forums do each suggest…"), or "" when it does
+    not name two (or nothing but the subjects is left to match on)."""
+    m = _TWO_SUBJECTS.search(question)
+    if not m:
+        return ""
+    rest = (question[: m.start()] + " " + question[m.end() :]).split()
+    return " ".join(rest) if len(content_terms(" ".join(rest))) >= 2 else ""
+
+
+def _fit(
+    text: str,
+    vec: np.ndarray,
+    cands: Sequence[Candidate],
+    sv: np.ndarray,
+    weights: dict[str, float],
+) -> dict[int, float]:
+    """How well each candidate answers a part of the question (by id(candidate)), scored as
+    the whole question is: 0.6 × cosine + 0.4 × the part's IDF-weighted words it holds."""
+    terms = set(content_terms(text)) & set(weights)
+    total = sum(weights[t] for t in terms) or 1.0
+    return {
+        id(c): 0.6 * float(v) + 0.4 * sum(weights[t] for t in c.covers & terms) / total
+        for c, v in zip(cands, sv @ vec, strict=True)
+    }
 
 
 def _names_two_subjects(question: str) -> bool:

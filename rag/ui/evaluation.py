@@ -23,6 +23,8 @@ UPLOADED = "Uploaded file"
 def evaluation_tab(engine: Engine, mode_default: str, k_default: int) -> None:
     """Lay out the tab inside the current Blocks and wire its events."""
     shipped = sorted(str(p) for p in DATASETS_DIR.glob("*.jsonl")) if DATASETS_DIR.is_dir() else []
+    # the main set first (the held-out one checks that changes tuned on it generalise)
+    shipped.sort(key=lambda p: Path(p).name != "seeds_qa.jsonl")
     gr.Markdown(
         "Run a question set with known answers through the pipeline. Datasets are JSONL: "
         '`{"id", "question", "answer", "keys", "evidence", "answerable"}` per line '
