@@ -26,10 +26,12 @@ WRITE_EVERY = 256  # chunks embedded between two commits: what an interruption c
 
 
 class Rag:
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, *, embedder: Any = None) -> None:
+        """`embedder`: one already loaded (it is stateless and thread-safe, so several `Rag`s
+        on several threads can share one copy of the model); by default, made when needed."""
         apply_offline_env()
         self.settings = settings or Settings.from_env()
-        self._embedder: Any = None
+        self._embedder: Any = embedder
         self._index: Any = None
         self._retriever: Any = None
         self._lock = threading.RLock()  # the UI answers while an ingest runs

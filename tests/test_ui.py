@@ -187,6 +187,17 @@ def test_engine_answers_from_several_threads_and_lists_files(
     assert len(files) == 2 and all(f.status == "indexed" for f in files.values())
 
 
+def test_engine_threads_share_one_embedding_model(seeds_index: Path, tmp_path: Path) -> None:
+    engine = Engine(settings_for(seeds_index), tmp_path / "documents")
+    try:
+        seen = [engine.run(pool, lambda rag: (rag, rag.embedder)) for pool in ("ask", "write")]
+    finally:
+        engine.close()
+    (rag_a, model_a), (rag_b, model_b) = seen
+    assert rag_a is not rag_b  # each thread its own catalog connection
+    assert model_a is model_b  # but one copy of the model in memory
+
+
 def test_engine_reports_an_empty_question(seeds_index: Path, tmp_path: Path) -> None:
     from rag.errors import UsageError
 

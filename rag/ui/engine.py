@@ -1,8 +1,9 @@
 """What the app does, without Gradio: ask, stream, upload, delete, re-index, check the LLM.
 
 Every call runs on one of three small thread pools, so a question is answered while an
-ingest or an evaluation runs. Each pool thread keeps its own `Rag`: the index catalog is a
-SQLite connection, which may only be used on the thread that opened it.
+ingest or an evaluation runs. Each pool thread keeps its own `Rag` (its own catalog
+connection and Chroma client, so a reader never sees a writer's open transaction), and all
+of them share one embedding model: it is the bulk of the memory, and stateless.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ class Engine:
             "eval": ThreadPoolExecutor(1, thread_name_prefix="rag-eval"),
         }
         self._llm_lock = threading.Lock()
+        self._embedder: Any = None
+        self._embedder_lock = threading.Lock()
         self._llm_servers = contextlib.ExitStack()  # a local model's llama-server, once started
         self._local_llm_url: str | None = None
 
@@ -71,8 +74,20 @@ class Engine:
     def _rag(self) -> Rag:
         rag = getattr(self._local, "rag", None)
         if rag is None:
-            rag = self._local.rag = Rag(self.settings)
+            try:
+                embedder = self._shared_embedder()
+            except RagError:  # e.g. an embeddings endpoint that is down: say so when needed
+                return Rag(self.settings)
+            rag = self._local.rag = Rag(self.settings, embedder=embedder)
         return rag
+
+    def _shared_embedder(self) -> Any:
+        with self._embedder_lock:
+            if self._embedder is None:
+                from ..embeddings import make_embedder
+
+                self._embedder = make_embedder(self.settings.embed, self.settings.answer.api_key)
+            return self._embedder
 
     def run(self, pool: str, fn: Callable[[Rag], T]) -> T:
         """Run `fn(rag)` on a thread of `pool` and wait for its result (or exception)."""
