@@ -45,7 +45,8 @@ eval: install
 	  --min key_acc=0.80 --min citation_precision=0.75 --min refusal_acc=0.92 \
 	  --max false_refusal_rate=0.08
 	$(BIN)/rag --index $(INDEX) eval evals/heldout_qa.jsonl --no-save \
-	  --min hit@5=0.85 --min key_acc=0.70 --max false_refusal_rate=0.15
+	  --min hit@5=0.85 --min key_acc=0.70 --min refusal_acc=0.90 \
+	  --max false_refusal_rate=0.15
 
 ## test-fast: the quick loop (no real servers, browsers or big ingests)
 test-fast: install

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
 import hashlib
 import importlib.util
 import os
@@ -180,11 +181,16 @@ class LlamaServer:
         binary = self.binary or find_llama_server()
         self.binary = binary
         if port is not None:
-            # checked first: another server already there would answer our health check
+            # checked first: another server already there would answer our health check.
+            # SO_REUSEADDR as llama-server's own socket has it: a port left in TIME_WAIT by
+            # a server stopped a moment ago is free to it, and so to us.
             with socket.socket() as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
                     probe.bind((HOST, port))
-                except OSError:
+                except OSError as e:
+                    if e.errno != errno.EADDRINUSE:
+                        raise LlamaServerError(f"cannot use port {port} on {HOST}: {e}") from None
                     raise LlamaServerError(
                         f"port {port} on {HOST} is in use: choose another --port, "
                         "or leave it out to use a free one"
@@ -222,7 +228,7 @@ class LlamaServer:
                     f"llama-server exited with code {code} before it was ready "
                     f"(model {self.gguf}); log {self.log_path}: {self.log_tail()}"
                 )
-            if self._health() == 200:
+            if self._health() == 200 and self.process.poll() is None:  # ours, not another's
                 self.startup_seconds = time.monotonic() - t0
                 return
             if time.monotonic() > deadline:

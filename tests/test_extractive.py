@@ -26,6 +26,7 @@ from rag.pipeline import Rag
         ("What is the name of South Korea's new president?", "person"),
         ("Which U.S. president signed the treaty?", "person"),
         ("Who conducted the poll?", "name"),
+        ("In which city was the first dialogue held?", "name"),
         ("What position does Anthony Kim hold?", ""),
         ("What did President Trump call for in his address?", ""),  # a title, not the ask
     ],
@@ -94,6 +95,8 @@ def test_near_misses_are_refused(seeds_rag: Rag, question: str) -> None:
         ("Who is she; why does it matter?", ["Who is she", "why does it matter"]),
         ("According to Kim, how has South Korea changed since the aid?", []),  # one question
         ("What did Korea pledge to invest in the United States?", []),
+        ("Is the ban, which started in 2020, still in force?", []),  # a relative clause
+        ("What did Kim, who heads the institute, say about tariffs?", []),
     ],
 )
 def test_two_part_questions_are_split(question: str, parts: list[str]) -> None:
@@ -108,8 +111,10 @@ def test_two_part_questions_are_split(question: str, parts: list[str]) -> None:
             "Korea lean on?",
             "Which multilateral forums do each suggest Korea lean on?",
         ),
+        ("Which forums do Kim and Lee each suggest?", "Which forums do each suggest?"),
         ("What did Korea pledge to invest?", ""),  # one subject
         ("What do both Kim and Nicolas recommend?", ""),  # nothing left to match on
+        ("What are the benefits and drawbacks of each approach?", ""),  # nothing named
     ],
 )
 def test_what_is_asked_of_two_subjects(question: str, predicate: str) -> None:
@@ -119,7 +124,43 @@ def test_what_is_asked_of_two_subjects(question: str, predicate: str) -> None:
 def test_both_sides_of_a_comparison_are_found() -> None:
     sides = _alternatives("Which came first, the Digital Partnership or the Green Partnership?")
     assert sides == [set(content_terms("Digital")), set(content_terms("Green"))]
-    assert _alternatives("What did Korea pledge to invest?") == []
+    sides = _alternatives("Was Korea's deficit larger than Japan's?")
+    assert sides == [set(content_terms("Korea's deficit")), set(content_terms("Japan's"))]
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "What did Korea pledge to invest?",
+        "How many workers younger than 18 are there?",  # no choice asked for
+        "Did Korea pledge more than $350 billion?",  # a bound, not a second side
+        "Why does Korea favour tariffs rather than subsidies?",
+    ],
+)
+def test_questions_that_offer_no_choice_have_no_sides(question: str) -> None:
+    assert _alternatives(question) == []
+
+
+def test_question_shape_rules_stay_fast_on_huge_input() -> None:
+    import time
+
+    for text in ("a" * 20_000, " " * 20_000 + "x", "and each " * 3_000, ", and what " * 3_000):
+        t = time.perf_counter()
+        question_parts(text), _alternatives(text), without_subjects(text)
+        assert time.perf_counter() - t < 1.0
+
+
+def test_an_answer_never_exceeds_max_sentences(seeds_rag: Rag) -> None:
+    from rag.answer.extractive import extract
+
+    q = (
+        "Which came first, the Digital Partnership or the Green Partnership, and what did "
+        "Trump claim, and what does Draudt-Véjares propose, and why is the Japan model bad?"
+    )
+    hits = seeds_rag.search(q, k=5)
+    for most in (1, 2, 3):
+        ex = extract(q, hits, seeds_rag.embedder.embed, max_sentences=most)
+        assert 1 <= len(ex.chosen) <= most
 
 
 @pytest.mark.parametrize(

@@ -10,9 +10,10 @@ Further sentences are added when they cover parts of the question the first did 
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -70,7 +71,11 @@ _PERSON_NOUNS = (
 )
 
 
-_AUXILIARY = r"(?:is|are|was|were|do|does|did|has|have|had|will|would|can|could|should|may|might)"
+_AUX_WORDS = frozenset(
+    """is are was were do does did has have had will would can could should shall may might
+    must need ought""".split()  # noqa: SIM905
+)
+_AUXILIARY = "(?:" + "|".join(sorted(_AUX_WORDS)) + ")"
 
 
 @dataclass(frozen=True)
@@ -122,7 +127,10 @@ def expected(question: str) -> Expect:
         q,
     ):
         return Expect("person")
-    if re.search(r"^\s*(?:who|whom|whose)\b", q):
+    if re.search(r"^\s*(?:who|whom|whose)\b", q) or re.search(
+        r"\b(?:which|what) (?:city|cities|country|countries|town|capital|venue|place|location)\b",
+        q,
+    ):
         return Expect("name")
     return Expect("")
 
@@ -247,7 +255,9 @@ def extract(
     predicate = without_subjects(question)  # "…each suggest Korea lean on?" for two subjects
     asked = [*parts, *([predicate] if predicate else [])]
     vecs = np.asarray(embed([question, *asked, *(c.text for c in cands)]))  # type: ignore[operator]
-    qv, pv, sv = vecs[0], vecs[1 : 1 + len(parts)], vecs[1 + len(asked) :]
+    qv, sv = vecs[0], vecs[1 + len(asked) :]
+    part_vecs = vecs[1 : 1 + len(parts)]
+    predicate_vec = vecs[len(asked)] if predicate else None
     sims = sv @ qv
     for c, sim in zip(cands, sims, strict=True):
         c.dense = float(sim)
@@ -271,23 +281,23 @@ def extract(
     chosen = [best]
     # "What did Trump say…, and what does she want…?": the best sentence for each part
     per_part: list[Candidate] = []
-    for part, vec in zip(parts, pv, strict=True):
+    for part, vec in zip(parts, part_vecs, strict=True):
         part_score = _fit(part, vec, cands, sv, weights)
         top_part = max((c for c in cands if c.typed), key=lambda c: part_score[id(c)])
         if top_part.score >= 0.55 * best.score and not any(_similar(top_part, o) for o in per_part):
             per_part.append(top_part)
     if len(per_part) >= 2:
-        chosen = per_part
+        chosen = per_part[:max_sentences]
     covered = set().union(*(c.covers for c in chosen))
     plural = _asks_for_several(question)
-    if plural and _names_two_subjects(question):
+    if plural and _names_two_subjects(question) and len(chosen) < max_sentences:
         # "How do Kim and Draudt-Véjares each…": the best answer from another document too
         docs = {o.hit.chunk.source for o in chosen}
         others = [c for c in ranked if c.hit.chunk.source not in docs and c.typed]
-        if predicate and others:
+        if predicate_vec is not None and others:
             # what is asked of the second subject, not who it is: "the Carnegie interview"
             # matches her biography; "which multilateral forums" matches her answer
-            fit = _fit(predicate, vecs[len(asked)], cands, sv, weights)
+            fit = _fit(predicate, predicate_vec, cands, sv, weights)
             others.sort(key=lambda c: -fit[id(c)])
         other = others[0] if others else None
         if other is not None and other.score >= 0.6 * best.score:
@@ -295,14 +305,14 @@ def extract(
             covered |= other.covers
     # "Which came first, A or B?", "Is A larger than B?": both sides need their evidence
     for side in _alternatives(question):
-        if covered & side:
+        if covered & side or len(chosen) >= max_sentences:
             continue
         other = next((c for c in ranked if c.covers & side and c.typed), None)
         if other is not None and other.score >= 0.55 * best.score:
             chosen.append(other)
             covered |= other.covers
     for c in ranked:
-        if len(chosen) >= max_sentences or c in chosen:
+        if len(chosen) >= max_sentences or any(c is o for o in chosen):
             continue
         gain = sum(weights[t] for t in c.covers - covered) / total_w
         redundant = any(_similar(c, o) for o in chosen)
@@ -324,62 +334,112 @@ def extract(
     return Extract(chosen, evidence, expect, ranked)
 
 
-_SECOND_QUESTION = re.compile(
-    r"(?:,|;)\s*(?:and|but)?\s*(?=(?:what|how|why|who|whom|when|where|which)\b)", re.I
+_QUESTION_WORDS = frozenset(
+    "what how why who whom whose when where which whether".split()  # noqa: SIM905
 )
+_WORDS = re.compile(r"[\w’'.$%-]+|[,;:?]")
+_MAX_QUESTION = 600  # characters the question-shape rules look at
 
 
-_QUESTION_WORD = re.compile(
-    r"(?:what|how|why|who|whom|whose|when|where|which|is|are|was|were|do|does|did|can|"
-    r"could|should|would|will|has|have|had)\b",
-    re.I,
-)
+def _tokens(question: str) -> list[str]:
+    return _WORDS.findall(question[:_MAX_QUESTION])
 
 
 def question_parts(question: str) -> list[str]:
     """The questions inside a two-part question ("What did X say, and what does Y want?");
-    [] for a single question."""
-    parts = [p.strip(" ,;?") for p in _SECOND_QUESTION.split(question)]
-    parts = [p for p in parts if len(p.split()) >= 3]
-    if len(parts) < 2 or not _QUESTION_WORD.match(parts[0]):  # "According to Kim, how…"
+    [] for a single question. A part starts at ", and what…", ", but why…" or "; how…",
+    never at a relative clause ("the ban, which started in 2020, …")."""
+    q = question[:_MAX_QUESTION]
+    cuts = [
+        m.start()
+        for m in re.finditer(r"(?:,\s*(?:and|but)|;\s*(?:and|but)?)\s+(?=[A-Za-z])", q)
+        if q[m.end() :].split(maxsplit=1)[0].lower().strip(",?") in _QUESTION_WORDS
+    ]
+    if not cuts:
         return []
+    bounds = [0, *cuts, len(q)]
+    parts = [q[a:b] for a, b in itertools.pairwise(bounds)]
+    parts = [re.sub(r"^[,;]\s*(?:and|but)?\s*", "", p).strip(" ,;?") for p in parts]
+    parts = [p for p in parts if len(p.split()) >= 3]
+    first = parts[0].split(maxsplit=1)[0].lower() if parts else ""
+    if len(parts) < 2 or (first not in _QUESTION_WORDS and first not in _AUX_WORDS):
+        return []  # "According to Kim, and …" is not two questions
     return parts
 
 
-_COMPARE = re.compile(r"^(?P<a>.+?)\s+(?:or|than|versus|vs\.?)\s+(?P<b>[^,?;]+)", re.I)
+_COMPARATIVE = re.compile(r"^(?:\w+er|more|less|fewer|earlier|later)$", re.I)
+_NOT_COMPARING = frozenset({"rather", "other"})
 
 
 def _alternatives(question: str) -> list[set[str]]:
-    """The content terms only one side of "A or B" / "A than B" has, per side; [] if none.
+    """The content terms only one side of a choice has, per side; [] if it is no choice.
 
-    Only the words near the conjunction count as the left side ("Which came first, the
-    Digital Partnership or the Green Partnership?" → {digit}, {green}).
+    A choice is "Which came first, the Digital Partnership or the Green Partnership?",
+    "Did Trump or Biden sign it?", "Was A larger than B?": the question opens with which,
+    whether or an auxiliary verb, and has "or", or a comparative before "than". Each side
+    is the few words next to the conjunction ("the Digital Partnership" / "the Green
+    Partnership" → {digit}, {green}), not the whole clause.
     """
-    m = _COMPARE.search(question)
-    if not m:
+    words = _tokens(question)
+    if not words or (
+        words[0].lower() not in _AUX_WORDS
+        and not any(w.lower() in {"which", "whether"} for w in words)
+    ):
         return []
-    left = content_terms(re.split(r"[,;:]", m.group("a"))[-1])
-    right = content_terms(m.group("b"))
-    a, b = set(left) - set(right), set(right) - set(left)
-    return [a, b] if a and b else []
+    for i, w in enumerate(words):
+        lw = w.lower()
+        than = (
+            lw == "than"
+            and 0 < i < len(words) - 1
+            and _COMPARATIVE.match(words[i - 1]) is not None
+            and words[i - 1].lower() not in _NOT_COMPARING
+            and not re.match(r"[$€£¥\d]", words[i + 1])  # "more than $350 billion": a bound
+        )
+        if lw == "or" or than:
+            left = _side(reversed(words[: i - 1] if than else words[:i]))
+            right = _side(words[i + 1 :])
+            a, b = set(content_terms(" ".join(left))), set(content_terms(" ".join(right)))
+            a, b = a - b, b - a
+            return [a, b] if a and b else []
+    return []
 
 
-_TWO_SUBJECTS = re.compile(
-    r"(?:\bboth\s+)?((?:[\w’'.-]+\s+){0,2}[\w’'.-]+)\s+and\s+((?:the\s+)?[\w’'.-]+(?:\s+[\w’'.-]+)?)"
-    r"(?=\s+each\b)|\bboth\s+((?:[\w’'.-]+\s+){0,2}[\w’'.-]+)\s+and\s+((?:the\s+)?[\w’'.-]+)",
-    re.I,
-)
+def _side(words: Iterable[str], most: int = 4) -> list[str]:
+    """Up to `most` words next to a conjunction, stopping at punctuation or a verb-like
+    word (an auxiliary or question word)."""
+    out: list[str] = []
+    for w in words:
+        if w in {",", ";", ":", "?"} or w.lower() in _AUX_WORDS or w.lower() in _QUESTION_WORDS:
+            break
+        out.append(w)
+        if len(out) == most:
+            break
+    return out
 
 
 def without_subjects(question: str) -> str:
-    """The question without its two named subjects ("Which forums do the EU essay and the
-    Carnegie interview each suggest…" → "Which forums do each suggest…"), or "" when it does
-    not name two (or nothing but the subjects is left to match on)."""
-    m = _TWO_SUBJECTS.search(question)
-    if not m:
-        return ""
-    rest = (question[: m.start()] + " " + question[m.end() :]).split()
-    return " ".join(rest) if len(content_terms(" ".join(rest))) >= 2 else ""
+    """The question without the two subjects of "X and Y each…" ("Which forums do the EU
+    essay and the Carnegie interview each suggest…" → "Which forums do each suggest…"), or
+    "" when it names no two subjects, or nothing but the subjects is left to match on.
+
+    A subject is at most three words and never takes in the question word or the verb
+    before it ("Which forums do Kim and Lee each…" keeps "Which forums do").
+    """
+    words = _tokens(question)
+    lower = [w.lower() for w in words]
+    for i, w in enumerate(lower):
+        if w != "and" or "each" not in lower[i + 1 : i + 6]:
+            continue
+        j = lower.index("each", i + 1)
+        left = _side(reversed(words[:i]), most=3)
+        right = words[i + 1 : j]
+        named = [p for p in (left, right) if any(w[:1].isupper() for w in p)]
+        if len(named) < 2:  # "the benefits and drawbacks of each approach": no named subjects
+            continue
+        rest = words[: i - len(left)] + words[j:]
+        text = " ".join(rest).replace(" ?", "?").replace(" ,", ",")
+        return text if len(content_terms(text)) >= 2 else ""
+    return ""
 
 
 def _fit(
@@ -439,7 +499,7 @@ def _with_continuations(
     by_chunk: dict[str, list[Candidate]] = {}
     for c in cands:
         by_chunk.setdefault(c.hit.chunk.id, []).append(c)
-    spare = max_sentences - len(chosen)
+    spare = max(0, max_sentences - len(chosen))
     out: list[Candidate] = []
     for c in chosen:
         siblings = sorted(by_chunk[c.hit.chunk.id], key=lambda x: x.start)
