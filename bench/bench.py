@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from rag.config import Settings  # noqa: E402
 from rag.pipeline import Rag  # noqa: E402
-from rag.retrieve import rrf, score_fusion  # noqa: E402
+from rag.retrieve import rrf, score_fusion, with_neighbours  # noqa: E402
 
 PYDOCS = Path("/usr/share/doc/python3.11/html")
 
@@ -75,6 +75,11 @@ def rankings(rag: Rag, question: str) -> dict[str, list[str]]:
     for alpha in (0.3, 0.5, 0.7):
         score = score_fusion(dense, keyword, alpha)
         out[f"score{int(alpha * 100)}"] = sorted(score, key=lambda i: -score[i])
+    # neighbouring chunks: a chunk gains from the two beside it (the default, weight 0.3)
+    where = index.positions(list(score_fusion(dense, keyword, 0.5)))
+    for weight in (0.2, 0.3):
+        score = with_neighbours(score_fusion(dense, keyword, 0.5), where, weight)
+        out[f"nb{weight}"] = sorted(score, key=lambda i: -score[i])
     # page-level evidence: a chunk gains from the best chunks of its page (measured: no gain)
     score = score_fusion(dense, keyword, 0.5)
     chunks = index.chunks(list(score))

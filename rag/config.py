@@ -50,6 +50,9 @@ class RetrieveSettings:
     candidates: int = 50  # depth of each list that is fused (deep lists fuse better)
     fusion: Literal["score", "rrf"] = "score"  # normalised scores beat RRF here: bench/
     alpha: float = 0.5  # weight of the dense score in score fusion
+    # a chunk gains this share of its two neighbours' mean fused score (0 turns it off):
+    # an answer often spills over a chunk boundary, and its neighbours then match too
+    neighbours: float = 0.3
     rrf_k: int = 60
 
 

@@ -31,6 +31,25 @@ def _minmax(pairs: list[tuple[str, float]]) -> dict[str, float]:
     return {i: (v - lo) / (hi - lo) if hi > lo else 1.0 for i, v in pairs}
 
 
+def with_neighbours(
+    scores: dict[str, float], where: dict[str, tuple[str, int]], weight: float
+) -> dict[str, float]:
+    """Each chunk's score plus `weight` × the mean score of the chunks just before and after
+    it in its document (0 for a neighbour that is not a candidate).
+
+    Measured (bench/, docs/benchmarks.md): weight 0.3 raised hybrid MRR@10 on all three
+    question sets, by about one question each.
+    """
+    at = {where[i]: v for i, v in scores.items() if i in where}
+    out = {}
+    for i, v in scores.items():
+        if i in where:
+            source, pos = where[i]
+            v += weight * (at.get((source, pos - 1), 0.0) + at.get((source, pos + 1), 0.0)) / 2
+        out[i] = v
+    return out
+
+
 def rrf(lists: list[list[str]], k: int = 60) -> dict[str, float]:
     """Reciprocal rank fusion: each list adds 1 / (k + rank) to the items it ranks (rank from 1)."""
     scores: dict[str, float] = {}
@@ -79,6 +98,9 @@ class Retriever:
                 fused = rrf([[i for i, _ in dense], [i for i, _ in keyword]], self.settings.rrf_k)
             else:
                 fused = score_fusion(dense, keyword, self.settings.alpha)
+            if self.settings.neighbours:
+                where = self.index.positions(list(fused))
+                fused = with_neighbours(fused, where, self.settings.neighbours)
             ranked = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
         chunks = self.index.chunks([i for i, _ in ranked])
         missing_dense = [i for i, _ in ranked if i not in dense_of and i in chunks]

@@ -409,6 +409,18 @@ class Index:
                 out[r[0]] = Chunk(*r)
         return out
 
+    def positions(self, ids: Sequence[str]) -> dict[str, tuple[str, int]]:
+        """(source, position in its document) of each chunk, without its text."""
+        out: dict[str, tuple[str, int]] = {}
+        for i in range(0, len(ids), 500):
+            part = list(ids[i : i + 500])
+            marks = ",".join("?" * len(part))
+            for r in self._db.execute(
+                f"SELECT id, source, position FROM chunks WHERE id IN ({marks})", part
+            ):
+                out[r[0]] = (r[1], r[2])
+        return out
+
     def dense(self, vector: np.ndarray, n: int) -> list[tuple[str, float]]:
         """(chunk id, cosine similarity), best first, only chunks the catalog knows."""
         total = self.count_chunks()
