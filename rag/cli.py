@@ -134,13 +134,19 @@ def ingest(
         )
 
 
+def _n(count: int, noun: str) -> str:
+    """ "1 chunk", "2 chunks"."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _print_report(r: Any, list_all: bool) -> None:
     out = click.echo
     changed = len(r.added) + len(r.updated)
     out(
-        f"Indexed {changed} file{'s' if changed != 1 else ''}: {len(r.added)} added, "
+        f"Indexed {_n(changed, 'file')}: {len(r.added)} added, "
         f"{len(r.updated)} updated, {len(r.removed)} removed, {len(r.unchanged)} unchanged; "
-        f"{r.chunks_added} chunks embedded, {r.chunks_removed} removed, in {r.seconds:.1f} s."
+        f"{_n(r.chunks_added, 'chunk')} embedded, {r.chunks_removed} removed, "
+        f"in {r.seconds:.1f} s."
     )
     for label, items in (("added", r.added), ("updated", r.updated), ("removed", r.removed)):
         for s in items:
@@ -149,7 +155,7 @@ def _print_report(r: Any, list_all: bool) -> None:
         for s in r.unchanged:
             out(f"  unchanged: {_short(s)}")
     if r.skipped:
-        out(f"Skipped {len(r.skipped)} file{'s' if len(r.skipped) != 1 else ''}:")
+        out(f"Skipped {_n(len(r.skipped), 'file')}:")
         for sk in r.skipped:
             out(f"  {_short(sk.source)}: {sk.reason}")
     if r.unsupported:
@@ -159,10 +165,10 @@ def _print_report(r: Any, list_all: bool) -> None:
                 out(f"  {_short(s)}")
         else:
             out(
-                f"Unsupported: {len(r.unsupported)} file(s) of other types "
+                f"Unsupported: {_n(len(r.unsupported), 'file')} of other types "
                 "(list them with --verbose)."
             )
-    out(f"Index: {r.documents_total} documents, {r.chunks_total} chunks.")
+    out(f"Index: {_n(r.documents_total, 'document')}, {_n(r.chunks_total, 'chunk')}.")
 
 
 # --- search and ask --------------------------------------------------------------------
@@ -187,7 +193,9 @@ def _batch_questions(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _questions(question: str | None, batch: Path | None) -> Iterator[tuple[Any, str]]:
+def _questions(
+    question: str | None, batch: Path | None, command: str = "ask"
+) -> Iterator[tuple[Any, str]]:
     if batch is not None and question:
         raise UsageError("give a QUESTION or --batch FILE, not both")
     if batch is not None:
@@ -196,7 +204,9 @@ def _questions(question: str | None, batch: Path | None) -> Iterator[tuple[Any, 
     elif question:
         yield None, question
     else:
-        raise UsageError('give a question, e.g. rag ask "What is this about?", or --batch FILE')
+        raise UsageError(
+            f'give a question, e.g. rag {command} "What is this about?", or --batch FILE'
+        )
 
 
 @cli.command()
@@ -216,7 +226,7 @@ def search(
     Example:  rag search "Mutual Defense Treaty" -k 3
     """
     rag = c.rag()
-    for qid, q in _questions(question, batch):
+    for qid, q in _questions(question, batch, "search"):
         hits = rag.search(q, k=k, mode=mode)  # type: ignore[arg-type]
         if as_json or batch is not None:
             out: dict[str, Any] = {"query": q, "hits": [h.to_json() for h in hits]}
@@ -476,8 +486,9 @@ def serve(
         with _progress() as progress:
             report = rag.ingest(list(ingest_paths), progress=progress)
         changed = len(report.added) + len(report.updated) + len(report.removed)
-        click.echo(f"Index: {report.documents_total} documents, {report.chunks_total} chunks "
-                   f"({changed} changed, {len(report.skipped)} skipped).", err=True)  # fmt: skip
+        click.echo(f"Index: {_n(report.documents_total, 'document')}, "
+                   f"{_n(report.chunks_total, 'chunk')} ({changed} changed, "
+                   f"{len(report.skipped)} skipped).", err=True)  # fmt: skip
     serve_app(rag.settings, host=host, port=port, docs_dir=docs_dir)
 
 

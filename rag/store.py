@@ -140,6 +140,7 @@ class Index:
                 f"embedding model {built.get('model')} ({built.get('dim')}d), "
                 f"this run uses {embedder_name} ({dim}d)"
             )
+        flags = ""
         if chunk is not None:
             got = manifest.get("chunk", {})
             if got.get("size") != chunk.size or got.get("overlap") != chunk.overlap:
@@ -147,6 +148,7 @@ class Index:
                     f"chunks of {got.get('size')}/{got.get('overlap')} tokens, "
                     f"this run uses {chunk.size}/{chunk.overlap}"
                 )
+                flags = f" --chunk-size {chunk.size} --chunk-overlap {chunk.overlap}"
         if manifest.get("format") != FORMAT_VERSION:
             problems.append(
                 f"index format {manifest.get('format')}, this rag reads {FORMAT_VERSION}"
@@ -155,7 +157,7 @@ class Index:
             roots = " ".join(manifest.get("roots", [])) or "PATH"
             raise IndexMismatch(
                 f"{settings.index_dir}/ was built with {'; '.join(problems)}: rebuild it with "
-                f"`rag --index {settings.index_dir} ingest --rebuild {roots}` "
+                f"`rag --index {settings.index_dir} ingest --rebuild{flags} {roots}` "
                 "or use the settings it was built with"
             )
         index = cls(settings, manifest)

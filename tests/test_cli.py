@@ -139,9 +139,13 @@ def test_mismatched_manifest_is_refused(tmp_path: Path, corpus: Path) -> None:
     assert run_rag("ingest", str(corpus), index=index).code == 0
     r = run_rag("ingest", str(corpus), "--chunk-size", "128", index=index)
     assert r.code == 1 and len(r.err.strip().splitlines()) == 1
-    assert f"rag --index {index} ingest --rebuild {corpus.resolve()}" in r.err
-    r = run_rag("ingest", str(corpus), "--chunk-size", "128", "--rebuild", index=index)
+    # the command it names keeps the new chunking, and works as given
+    fix = f"rag --index {index} ingest --rebuild --chunk-size 128 --chunk-overlap 32 {corpus}"
+    assert fix.replace(str(corpus), str(corpus.resolve())) in r.err
+    args = r.err.split("`")[1].split()[3:]  # after "rag --index DIR"
+    r = run_rag(*args, index=index)
     assert r.code == 0, r.err
+    assert run_rag("status", "--json", index=index).out.count('"size": 128') == 1
 
 
 def test_bad_files_folder_exits_zero_and_reports(tmp_path: Path, corpus: Path) -> None:

@@ -379,13 +379,16 @@ def test_run_eval_without_saving_and_bad_mode(tmp_path: Path) -> None:
         compare(ScriptedRag([]), ITEMS, ["dense", "bm25"])  # type: ignore[arg-type]
 
 
-def _saved_run(runs_dir: Path, run_id: str, passed: dict[str, bool], hit: float) -> Path:
+def _saved_run(
+    runs_dir: Path, run_id: str, passed: dict[str, bool], hit: float, **extra: float
+) -> Path:
     qs = [{"id": qid, "question": f"question {qid}?", "answerable": True, "passed": ok,
            "hit": 1.0 if ok else 0.0, "rr": 1.0 if ok else 0.0, "evidence": ["e"], "reasons": [],
            "retrieved": [{"rank": 1, "relevant": ok}], "refused": not ok, "token_f1": 0.5}
           for qid, ok in passed.items()]  # fmt: skip
     run = EvalRun(id=run_id, mode="hybrid", k=5, questions=qs, status="complete",
-                  metrics={"hit@5": hit, "false_refusal_rate": 1 - hit, "key_acc": None},
+                  metrics={"hit@5": hit, "false_refusal_rate": 1 - hit, "key_acc": None,
+                           **extra},
                   path=runs_dir / f"{run_id}.json", dataset={"sha256": "same"})  # fmt: skip
     run.save()
     assert run.path is not None
@@ -410,6 +413,16 @@ def test_diff_runs(tmp_path: Path) -> None:
         resolve_runs(["nope", "last"], tmp_path)
     with pytest.raises(UsageError, match="needs two saved runs"):
         resolve_runs(["last"], tmp_path / "empty")
+
+
+def test_diff_calls_a_tiny_latency_move_no_change(tmp_path: Path) -> None:
+    runs = {"q1": True}
+    a = _saved_run(tmp_path, "20250101-000000-hybrid", runs, 0.6, latency_p50_ms=8.0)
+    b = _saved_run(tmp_path, "20250102-000000-hybrid", runs, 0.6, latency_p50_ms=8.3)
+    c = _saved_run(tmp_path, "20250103-000000-hybrid", runs, 0.6, latency_p50_ms=20.0)
+    assert diff_runs(a, b)["metrics"]["latency_p50_ms"]["change"] == "same"  # prints as +0
+    assert diff_runs(a, c)["metrics"]["latency_p50_ms"]["change"] == "worse"
+    assert diff_runs(c, a)["metrics"]["latency_p50_ms"]["change"] == "better"
 
 
 def test_write_report_is_self_contained(tmp_path: Path) -> None:

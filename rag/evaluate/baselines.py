@@ -10,8 +10,8 @@ over the retrieved nodes. Imported only when the baseline is asked for.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -86,8 +86,9 @@ class LlamaIndexBaseline:
             )
         if not docs:
             raise RagError("the llamaindex baseline found none of the index's files to read")
-        # llama-index prints "LLM is explicitly disabled" to stdout: keep stdout for results
-        with contextlib.redirect_stdout(sys.stderr):
+        # llama-index prints "LLM is explicitly disabled. Using MockLLM." to stdout: that is
+        # what we asked for, and stdout is for results
+        with contextlib.redirect_stdout(io.StringIO()):
             Settings.llm = None
             Settings.embed_model = RagEmbedding(rag.embedder)
             self.index = VectorStoreIndex.from_documents(docs)

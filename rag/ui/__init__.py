@@ -32,7 +32,9 @@ def serve(
         demo = build_app(engine)
         engine.warm_up()  # loads the model while the server starts: the first answer is quick
         url = launch(demo, host, port, settings.load.max_file_mb)
-        click.echo(f"rag is serving {url}  (documents: {engine.docs_dir}; Ctrl+C to stop)")
+        click.echo(
+            f"rag is serving {url}  (uploads are saved in {engine.docs_dir}; Ctrl+C to stop)"
+        )
         sys.stdout.flush()
         demo.block_thread()
     finally:
