@@ -10,6 +10,7 @@ from rag.answer.extractive import (
     content_terms,
     expected,
     question_parts,
+    question_subject,
     without_subjects,
 )
 from rag.pipeline import Rag
@@ -192,3 +193,30 @@ def test_answers_cover_each_part_of_the_question(
     assert not a.refused
     for fact in facts:
         assert fact in a.answer
+
+
+@pytest.mark.parametrize(
+    ("question", "subject"),
+    [
+        ("How much did Korea pledge to the United States?", "Korea"),
+        ("Was Japan's pledge larger than Korea's?", "Japan"),
+        ("What did President Trump call for?", "President Trump"),
+        ("When did the U.S. and Korea reach their agreement?", ""),  # not a name
+        ("What did the essay say?", ""),
+    ],
+)
+def test_the_asked_subject(question: str, subject: str) -> None:
+    assert question_subject(question) == subject
+
+
+def test_another_subjects_figure_is_not_the_answer(seeds_rag: Rag) -> None:
+    """ "Japan pledged $550 billion…" answers for Japan, not for Korea: quoting it to "How
+    much did Korea pledge?" would be a confident wrong answer."""
+    for q in (
+        "How much did Korea pledge to the United States?",
+        "What did Korea pledge to invest in the United States?",
+    ):
+        assert "550 billion" not in seeds_rag.ask(q).answer
+    assert "550 billion" in seeds_rag.ask("How much did Japan pledge to the U.S.?").answer
+    # a name the documents never use cannot be checked, so it does not block the answer
+    assert "550 billion" in seeds_rag.ask("How much money did Tokyo promise Washington?").answer

@@ -192,6 +192,7 @@ class Candidate:
     overlap: float = 0.0
     score: float = 0.0
     typed: bool = True
+    other: bool = False  # about another subject than the one asked about
     covers: set[str] = field(default_factory=set)
 
 
@@ -251,6 +252,11 @@ def extract(
         weights[t] = math.log((n + 1) / (df + 0.5)) + 0.1
     total_w = sum(weights.values()) or 1.0
 
+    subject = question_subject(question)
+    # a subject the passages never name ("Tokyo" for Japan) cannot be checked
+    used = bool(subject) and any(
+        subject.casefold() in h.chunk.text.casefold() for h in hits[:passages]
+    )
     parts = question_parts(question)
     predicate = without_subjects(question)  # "…each suggest Korea lean on?" for two subjects
     asked = [*parts, *([predicate] if predicate else [])]
@@ -264,14 +270,16 @@ def extract(
         c.covers = {t for t in weights if t in c.terms}
         c.overlap = sum(weights[t] for t in c.covers) / total_w
         novelty = len(c.terms - set(q_terms)) / max(len(c.terms), 1)
-        c.typed = expect.satisfied(c.text, question)
+        c.other = _other_subject(c.text, subject, used)
+        c.typed = expect.satisfied(c.text, question) and not c.other
         c.score = 0.6 * c.dense + 0.4 * c.overlap + 0.04 / c.hit.rank
         if novelty < 0.25:  # mostly restates the question
             c.score -= 0.15
         if is_heading_like(c.text):  # titles rarely answer; bylines sometimes do
             c.score -= 0.12
     ranked = sorted(cands, key=lambda c: -c.score)
-    top = ranked[0]
+    # a sentence about someone else sets no bar: "Japan pledged…" for "did Korea pledge?"
+    top = next((c for c in ranked if not c.other), ranked[0])
     # The sentence most about the question must hold the kind of fact asked for (a number,
     # a date, a name), or one nearly as relevant must: otherwise the documents discuss the
     # topic without giving that fact, and the answer is a refusal, not a nearby figure.
@@ -312,7 +320,7 @@ def extract(
             chosen.append(other)
             covered |= other.covers
     for c in ranked:
-        if len(chosen) >= max_sentences or any(c is o for o in chosen):
+        if len(chosen) >= max_sentences or c.other or any(c is o for o in chosen):
             continue
         gain = sum(weights[t] for t in c.covers - covered) / total_w
         redundant = any(_similar(c, o) for o in chosen)
@@ -440,6 +448,29 @@ def without_subjects(question: str) -> str:
         text = " ".join(rest).replace(" ?", "?").replace(" ,", ",")
         return text if len(content_terms(text)) >= 2 else ""
     return ""
+
+
+_ASKED_SUBJECT = re.compile(
+    r"\b(?i:did|does|do|has|have|had|will|would|is|was|are|were|can|could|should)\s+"
+    r"((?:[A-Z][\w.’'-]*\s+){0,2}[A-Z][\w.’'-]*)"
+)
+_LEADING_NAME = re.compile(r"^\s*((?:[A-Z][\w.’'-]*\s+){0,2}?[A-Z][\w.’'-]*)\s+[a-z]")
+
+
+def question_subject(question: str) -> str:
+    """The name the question asks about as its subject: "How much did Korea pledge…" →
+    "Korea"; "" when the subject is not a name ("What did the essay say…")."""
+    m = _ASKED_SUBJECT.search(question[:_MAX_QUESTION])
+    return re.sub(r"[’']s$", "", m.group(1)) if m else ""  # "Was Japan's pledge…" → Japan
+
+
+def _other_subject(sentence: str, subject: str, used: bool) -> bool:
+    """The sentence opens with another name and never mentions the asked subject ("Japan
+    pledged $550 billion…" for "How much did Korea pledge?"): it answers for someone else."""
+    if not subject or not used or subject.casefold() in sentence.casefold():
+        return False
+    m = _LEADING_NAME.match(sentence)
+    return bool(m) and m.group(1).split()[0].casefold() not in STOPWORDS
 
 
 def _fit(
