@@ -175,18 +175,14 @@ def _print_report(r: Any, list_all: bool) -> None:
 
 
 def _batch_questions(path: Path) -> list[dict[str, Any]]:
+    from .evaluate.dataset import jsonl_values
+
     rows = []
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise UsageError(f"cannot read {path}: {e.strerror or e}") from e
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UsageError(f"{path}:{n}: not valid JSON ({e.msg}); one object per line") from e
+    for n, row in jsonl_values(path, text):
         if not isinstance(row, dict) or not isinstance(row.get("question"), str):
             raise UsageError(f'{path}:{n}: each line needs {{"id": ..., "question": "..."}}')
         rows.append(row)

@@ -87,15 +87,23 @@ def dataset_hash(items: list[EvalItem]) -> str:
     return hashlib.sha256(canon.encode()).hexdigest()
 
 
-def _jsonl_records(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
+def jsonl_values(path: Path, text: str) -> list[tuple[int, Any]]:
+    """(line number, parsed value) of each non-blank line; a line that is not JSON is a
+    UsageError naming it. Shared by datasets and `--batch` files."""
     out = []
     for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            out.append((n, json.loads(line)))
         except json.JSONDecodeError as e:
             raise UsageError(f"{path}:{n}: not valid JSON ({e.msg}); one object per line") from e
+    return out
+
+
+def _jsonl_records(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
+    out = []
+    for n, obj in jsonl_values(path, text):
         if not isinstance(obj, dict):
             raise UsageError(f"{path}:{n}: expected a JSON object, got {type(obj).__name__}")
         out.append((n, obj))
