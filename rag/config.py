@@ -54,11 +54,20 @@ class RetrieveSettings:
     # an answer often spills over a chunk boundary, and its neighbours then match too
     neighbours: float = 0.3
     rrf_k: int = 60
+    # hybrid only: the cross-encoder reorders this many of the best fused candidates (at least
+    # the k returned; 0 turns it off): MRR@10 0.859 -> 0.905 on seeds, 0.823 -> 0.917 held-out
+    rerank: int = 10
+    rerank_window: int = 96  # tokens per window a chunk is read in (it scores its best one)
 
 
 @dataclass(frozen=True)
 class AnswerSettings:
     max_sentences: int = 3
+    # candidates reranked before the answerer reads its k passages (0: it reads the fused
+    # order). Off: the extractive answerer picks its own sentences from the passages, and from
+    # the reranked ones it answered fewer questions (key accuracy 0.810 vs 0.857 on seeds,
+    # 0.667 vs 0.792 held-out): the cross-encoder fills the top with one subject's passages
+    rerank: int = 0
     # below this evidence score the extractive answerer refuses (calibrated on evals/)
     min_evidence: float = 0.33
     llm_url: str | None = None
@@ -104,6 +113,10 @@ class Settings:
             s = s.with_(embed={"model": v})
         if v := get("RAG_EMBED_URL"):
             s = s.with_(embed={"url": v})
+        if v := get("RAG_RERANK"):
+            s = s.with_(retrieve={"rerank": _count("RAG_RERANK", v)})
+        if v := get("RAG_ANSWER_RERANK"):
+            s = s.with_(answer={"rerank": _count("RAG_ANSWER_RERANK", v)})
         if v := get("RAG_LLM_URL"):
             s = s.with_(answer={"llm_url": v})
         if v := get("RAG_LLM_MODEL"):
@@ -118,6 +131,18 @@ class Settings:
         """A copy with some fields of some groups replaced: `s.with_(retrieve={"k": 10})`."""
         changes = {name: replace(getattr(self, name), **values) for name, values in groups.items()}
         return replace(self, **changes)
+
+
+def _count(name: str, value: str) -> int:
+    from .errors import UsageError
+
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise UsageError(f"{name}={value!r} is not a count: set it to 0 (off) or more")
+    return n
 
 
 def apply_offline_env() -> None:

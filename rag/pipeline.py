@@ -26,12 +26,16 @@ WRITE_EVERY = 256  # chunks embedded between two commits: what an interruption c
 
 
 class Rag:
-    def __init__(self, settings: Settings | None = None, *, embedder: Any = None) -> None:
-        """`embedder`: one already loaded (it is stateless and thread-safe, so several `Rag`s
-        on several threads can share one copy of the model); by default, made when needed."""
+    def __init__(
+        self, settings: Settings | None = None, *, embedder: Any = None, reranker: Any = None
+    ) -> None:
+        """`embedder`, `reranker`: models already loaded (they are stateless and thread-safe,
+        so several `Rag`s on several threads can share one copy); by default, made when
+        needed."""
         apply_offline_env()
         self.settings = settings or Settings.from_env()
         self._embedder: Any = embedder
+        self._reranker: Any = reranker
         self._index: Any = None
         self._retriever: Any = None
         self._lock = threading.RLock()  # the UI answers while an ingest runs
@@ -45,6 +49,16 @@ class Rag:
 
             self._embedder = make_embedder(self.settings.embed, self.settings.answer.api_key)
         return self._embedder
+
+    @property
+    def reranker(self) -> Any:
+        """The cross-encoder that reorders hybrid candidates (loaded on first use)."""
+        if self._reranker is None:
+            from .rerank import LazyReranker
+
+            window = self.settings.retrieve.rerank_window
+            self._reranker = LazyReranker(window, self.settings.embed.threads)
+        return self._reranker
 
     @property
     def index(self) -> Any:
@@ -61,7 +75,9 @@ class Rag:
         if self._retriever is None:
             from .retrieve import Retriever
 
-            self._retriever = Retriever(self.index, self.embedder, self.settings.retrieve)
+            self._retriever = Retriever(
+                self.index, self.embedder, self.settings.retrieve, lambda: self.reranker
+            )
         return self._retriever
 
     def index_exists(self) -> bool:
@@ -223,9 +239,11 @@ class Rag:
 
     # --- questions ---------------------------------------------------------------------
 
-    def search(self, query: str, k: int | None = None, mode: Mode | None = None) -> list[Hit]:
+    def search(
+        self, query: str, k: int | None = None, mode: Mode | None = None, rerank: int | None = None
+    ) -> list[Hit]:
         with self._lock:
-            return self.retriever.search(query, k=k, mode=mode)
+            return self.retriever.search(query, k=k, mode=mode, rerank=rerank)
 
     def ask(self, question: str, **kwargs: Any) -> Answer:
         from .answer import answer_question

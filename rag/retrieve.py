@@ -1,12 +1,16 @@
-"""Query → ranked Hits: dense (Chroma), keyword (BM25), or both fused (scores or ranks)."""
+"""Query → ranked Hits: dense (Chroma), keyword (BM25), or both fused (scores or ranks),
+the best fused candidates then reordered by a cross-encoder (rerank.py)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 
 from .config import MODES, Mode, RetrieveSettings
 from .embeddings import Embedder
 from .errors import UsageError
+from .rerank import Reranker, relevance
 from .store import Index
 from .types import Hit
 
@@ -60,22 +64,36 @@ def rrf(lists: list[list[str]], k: int = 60) -> dict[str, float]:
 
 
 class Retriever:
-    def __init__(self, index: Index, embedder: Embedder, settings: RetrieveSettings) -> None:
+    def __init__(
+        self,
+        index: Index,
+        embedder: Embedder,
+        settings: RetrieveSettings,
+        reranker: Callable[[], Reranker] | None = None,
+    ) -> None:
+        """`reranker`: returns the cross-encoder, loaded on first use (None: never rerank)."""
         self.index = index
         self.embedder = embedder
         self.settings = settings
+        self._reranker = reranker
 
     def embed_query(self, query: str) -> np.ndarray:
         return self.embedder.embed([query])[0]
 
-    def search(self, query: str, k: int | None = None, mode: Mode | None = None) -> list[Hit]:
-        """The k best chunks for `query`, best first."""
+    def search(
+        self, query: str, k: int | None = None, mode: Mode | None = None, rerank: int | None = None
+    ) -> list[Hit]:
+        """The k best chunks for `query`, best first. In hybrid mode the best max(rerank, k)
+        fused candidates are reordered by the cross-encoder (`rerank` 0: not at all)."""
         k = k or self.settings.k
         mode = mode or self.settings.mode
+        rerank = self.settings.rerank if rerank is None else rerank
         if mode not in MODES:
             raise UsageError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
         if k < 1:
             raise UsageError("k must be at least 1")
+        if rerank < 0:
+            raise UsageError("rerank must be 0 (off) or more")
         if not query.strip():
             raise UsageError("the question is empty: type a question")
         depth = max(self.settings.candidates, k)
@@ -89,6 +107,8 @@ class Retriever:
             keyword = self.index.keyword(query, depth)
         dense_of = dict(dense)
         keyword_of = dict(keyword)
+        fused_of: dict[str, float] = {}
+        rerank_of: dict[str, float] = {}
         if mode == "dense":
             ranked = dense[:k]
         elif mode == "keyword":
@@ -101,7 +121,16 @@ class Retriever:
             if self.settings.neighbours:
                 where = self.index.positions(list(fused))
                 fused = with_neighbours(fused, where, self.settings.neighbours)
-            ranked = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+            fused_of = fused
+            ranked = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))
+            if rerank and self._reranker is not None:
+                ranked = ranked[: max(rerank, k)]
+                rerank_of = self._rerank(query, [i for i, _ in ranked])
+                ranked = sorted(
+                    ((i, relevance(rerank_of[i])) for i in rerank_of),
+                    key=lambda kv: (-rerank_of[kv[0]], -fused[kv[0]], kv[0]),
+                )
+            ranked = ranked[:k]
         chunks = self.index.chunks([i for i, _ in ranked])
         missing_dense = [i for i, _ in ranked if i not in dense_of and i in chunks]
         if missing_dense:
@@ -120,6 +149,16 @@ class Retriever:
                     rank=len(hits) + 1,
                     dense=dense_of.get(i),
                     keyword=keyword_of.get(i),
+                    fused=fused_of.get(i),
+                    rerank=rerank_of.get(i),
                 )
             )
         return hits
+
+    def _rerank(self, query: str, ids: list[str]) -> dict[str, float]:
+        """The cross-encoder's logit for each candidate (one it cannot read stays last)."""
+        assert self._reranker is not None
+        chunks = self.index.chunks(ids)
+        present = [i for i in ids if i in chunks]
+        logits = self._reranker().score(query, [chunks[i] for i in present])
+        return {i: float(v) for i, v in zip(present, logits, strict=True)}

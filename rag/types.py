@@ -46,10 +46,14 @@ class Chunk:
 @dataclass(frozen=True)
 class Hit:
     chunk: Chunk
-    score: float  # the score that ranked it (RRF for hybrid, cosine for dense, BM25 for keyword)
+    # the score that ranked it: cosine for dense, BM25 for keyword; for hybrid the fused
+    # score, or the reranker's 0–1 relevance when the cross-encoder reordered the list
+    score: float
     rank: int
     dense: float | None = None  # cosine similarity of query and chunk, when known
     keyword: float | None = None  # BM25 score, when the chunk was in the keyword list
+    fused: float | None = None  # hybrid: the fused dense + keyword score (before reranking)
+    rerank: float | None = None  # the cross-encoder's logit for its best window, if reranked
 
     def to_json(self) -> dict[str, Any]:
         c = self.chunk
@@ -66,6 +70,8 @@ class Hit:
             "heading": c.heading,
             "dense": None if self.dense is None else round(float(self.dense), 6),
             "keyword": None if self.keyword is None else round(float(self.keyword), 6),
+            "fused": None if self.fused is None else round(float(self.fused), 6),
+            "rerank": None if self.rerank is None else round(float(self.rerank), 4),
         }
 
 

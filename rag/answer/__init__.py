@@ -87,7 +87,8 @@ def answer_stream(
             standalone = condense(turns, question, client)
             timings["condense"] = time.perf_counter() - t
         t0 = time.perf_counter()
-        hits = rag.search(standalone, k=max(k or rag.settings.retrieve.k, 1), mode=mode)
+        k = max(k or rag.settings.retrieve.k, 1)
+        hits = rag.search(standalone, k=k, mode=mode, rerank=settings.rerank)
         timings["retrieve"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         embed = _Memo(rag.embedder.embed)  # the verifier re-reads the sentences extract() read

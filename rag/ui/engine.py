@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 from ..config import Mode, Settings
 from ..errors import RagError, UsageError
 from ..pipeline import Rag
+from ..rerank import LazyReranker
 from ..types import Answer, IngestReport
 
 T = TypeVar("T")
@@ -66,6 +67,8 @@ class Engine:
         self._llm_lock = threading.Lock()
         self._embedder: Any = None
         self._embedder_lock = threading.Lock()
+        r = settings.retrieve
+        self._reranker = LazyReranker(r.rerank_window, settings.embed.threads)  # shared too
         self._llm_servers = contextlib.ExitStack()  # a local model's llama-server, once started
         self._local_llm_url: str | None = None
 
@@ -78,7 +81,7 @@ class Engine:
                 embedder = self._shared_embedder()
             except RagError:  # e.g. an embeddings endpoint that is down: say so when needed
                 return Rag(self.settings)
-            rag = self._local.rag = Rag(self.settings, embedder=embedder)
+            rag = self._local.rag = Rag(self.settings, embedder=embedder, reranker=self._reranker)
         return rag
 
     def _shared_embedder(self) -> Any:
@@ -112,7 +115,7 @@ class Engine:
         def touch() -> None:
             rag = self._rag()
             if rag.index_exists():
-                rag.search("warm up", k=1)
+                rag.search("warm up", k=1, rerank=self.settings.answer.rerank)  # as asks do
 
         for _ in range(self._ask_workers):
             self._pools["ask"].submit(touch)
