@@ -96,6 +96,8 @@ def test_ingest_and_ask_with_no_network(tmp_path: Path, use_unshare: bool) -> No
     assert "550 billion" in json.loads(r.stdout)["answer"]
     r = _run(["search", "tariff agreement", "--mode", "hybrid", "--json"], tmp_path, use_unshare)
     assert r.returncode == 0 and json.loads(r.stdout)["hits"]
+    # the cross-encoder loaded and reranked, from files in site-packages
+    assert all(h["rerank"] is not None for h in json.loads(r.stdout)["hits"])
     assert _run(["status"], tmp_path, use_unshare).returncode == 0
     log = tmp_path / "net.log"
     attempts = log.read_text() if log.exists() else ""
