@@ -53,13 +53,30 @@ def bundled_model_files() -> tuple[Path, Path]:
     return onnx, tok
 
 
-def _load_tokenizer(path: Path, max_tokens: int) -> Any:
+def load_tokenizer(path: Path, max_tokens: int) -> Any:
+    """A tokenizers.Tokenizer that truncates at `max_tokens` and never pads."""
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(path))
     tok.enable_truncation(max_length=max_tokens)
     tok.no_padding()
     return tok
+
+
+def onnx_session(model: Path, threads: int, hint: str = "") -> Any:
+    """An ONNX Runtime CPU session on `threads` threads, quiet; EmbeddingError if it fails."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(
+            str(model), sess_options=opts, providers=["CPUExecutionProvider"]
+        )
+    except Exception as e:
+        raise EmbeddingError(f"cannot load model {model}: {e}{'; ' + hint if hint else ''}") from e
 
 
 class OnnxEmbedder:
@@ -75,24 +92,13 @@ class OnnxEmbedder:
         batch_size: int = 32,
         threads: int = 2,
     ) -> None:
-        import onnxruntime as ort
-
         self.name = name
         self.max_tokens = max_tokens
         self.batch_size = batch_size
-        self._tok = _load_tokenizer(tokenizer, max_tokens)
+        self._tok = load_tokenizer(tokenizer, max_tokens)
         # offsets for chunking must cover whole texts, so a second tokenizer that never truncates
-        self._counter = _load_tokenizer(tokenizer, 1_000_000)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        try:
-            self._session = ort.InferenceSession(
-                str(model), sess_options=opts, providers=["CPUExecutionProvider"]
-            )
-        except Exception as e:
-            raise EmbeddingError(f"cannot load embedding model {model}: {e}") from e
+        self._counter = load_tokenizer(tokenizer, 1_000_000)
+        self._session = onnx_session(model, threads)
         self._inputs = {i.name for i in self._session.get_inputs()}
         self.dim = int(self._session.get_outputs()[0].shape[-1])
 
@@ -136,7 +142,7 @@ class OpenAIEmbedder:
         from openai import OpenAI
 
         _, tok = bundled_model_files()
-        self._counter = _load_tokenizer(tok, 1_000_000)
+        self._counter = load_tokenizer(tok, 1_000_000)
         self._client = OpenAI(base_url=url, api_key=api_key or "none", timeout=60, max_retries=2)
         self.name = f"openai:{model}@{url}"
         self._model = model

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .chunking import split_sentences
+from .embeddings import load_tokenizer, onnx_session
 from .errors import EmbeddingError
 from .types import Chunk
 
@@ -68,31 +69,15 @@ class CrossEncoder:
         batch_size: int = 1,
         threads: int = 2,
     ) -> None:
-        import onnxruntime as ort
-        from tokenizers import Tokenizer
-
         self.name = name
         self.window = window
         # One pair a run by default: the int8 model quantises its activations with a scale
         # per batch, so a window's score moved with the windows batched beside it (by up to
         # a rank on our questions); alone it is always the same, and on 2 cores no slower.
         self.batch_size = batch_size
-        self._tok = Tokenizer.from_file(str(tokenizer))
-        self._tok.no_padding()  # the bundled file pads every pair to 512 tokens
-        self._tok.enable_truncation(max_length=512)
-        self._counter = Tokenizer.from_file(str(tokenizer))
-        self._counter.no_padding()
-        self._counter.no_truncation()
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        try:
-            self._session = ort.InferenceSession(
-                str(model), sess_options=opts, providers=["CPUExecutionProvider"]
-            )
-        except Exception as e:
-            raise EmbeddingError(f"cannot load reranker model {model}: {e}; {INSTALL_HINT}") from e
+        self._tok = load_tokenizer(tokenizer, 512)  # (its own file would pad pairs to 512)
+        self._counter = load_tokenizer(tokenizer, 1_000_000)  # sentence lengths, never cut
+        self._session = onnx_session(model, threads, INSTALL_HINT)
         self._inputs = {i.name for i in self._session.get_inputs()}
 
     def windows(self, chunk: Chunk) -> list[str]:
