@@ -13,6 +13,7 @@ computed here from the same dense and keyword lists, so they compare like with l
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -104,14 +105,10 @@ def rankings(rag: Rag, question: str) -> dict[str, list[str]]:
     return out
 
 
-_WHOLE: list[CrossEncoder] = []
-
-
+@functools.cache
 def _whole_chunk_reranker() -> CrossEncoder:
     """The same cross-encoder reading each chunk whole (one window of up to 512 tokens)."""
-    if not _WHOLE:
-        _WHOLE.append(CrossEncoder(*bundled_model_files(), window=512))
-    return _WHOLE[0]
+    return CrossEncoder(*bundled_model_files(), window=512)
 
 
 def quality(rag: Rag, questions: list[dict]) -> dict[str, dict[str, float]]:

@@ -12,7 +12,7 @@ from .embeddings import Embedder
 from .errors import UsageError
 from .rerank import Reranker, relevance
 from .store import Index
-from .types import Hit
+from .types import Chunk, Hit
 
 MAX_RERANK = 200  # candidates the cross-encoder reads at most in one search (~11 s)
 
@@ -111,6 +111,7 @@ class Retriever:
         keyword_of = dict(keyword)
         fused_of: dict[str, float] = {}
         rerank_of: dict[str, float] = {}
+        chunks: dict[str, Chunk] = {}  # read from the catalog once, by the reranker or below
         if mode == "dense":
             ranked = dense[:k]
         elif mode == "keyword":
@@ -129,14 +130,17 @@ class Retriever:
                 # every hit returned is reranked, up to MAX_RERANK (~55 ms each); past that
                 # (`search -k 1000`) the rest follow in fused order, with rerank None
                 depth = min(max(rerank, k), MAX_RERANK)
-                rerank_of = self._rerank(query, [i for i, _ in ranked[:depth]])
+                chunks = self.index.chunks([i for i, _ in ranked[:depth]])
+                rerank_of = self._rerank(query, [i for i, _ in ranked[:depth]], chunks)
                 head = sorted(
                     ((i, relevance(rerank_of[i])) for i in rerank_of),
                     key=lambda kv: (-rerank_of[kv[0]], -fused[kv[0]], kv[0]),
                 )
                 ranked = head + ranked[depth:]
             ranked = ranked[:k]
-        chunks = self.index.chunks([i for i, _ in ranked])
+        unread = [i for i, _ in ranked if i not in chunks]
+        if unread:
+            chunks.update(self.index.chunks(unread))
         missing_dense = [i for i, _ in ranked if i not in dense_of and i in chunks]
         if missing_dense:
             # the answerer weighs evidence by similarity: give keyword-only hits theirs too
@@ -160,11 +164,10 @@ class Retriever:
             )
         return hits
 
-    def _rerank(self, query: str, ids: list[str]) -> dict[str, float]:
+    def _rerank(self, query: str, ids: list[str], chunks: dict[str, Chunk]) -> dict[str, float]:
         """The cross-encoder's logit for each candidate still in the catalog (a chunk
         deleted since the fused lists were read is dropped, as in the fused path)."""
         assert self._reranker is not None
-        chunks = self.index.chunks(ids)
         present = [i for i in ids if i in chunks]
         logits = self._reranker().score(query, [chunks[i] for i in present])
         return {i: float(v) for i, v in zip(present, logits, strict=True)}
