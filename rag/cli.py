@@ -242,6 +242,8 @@ def search(
         for h in hits:
             where = _where(h.chunk)
             click.echo(click.style(f"[{h.rank}] {where}  score {h.score:.4f}", bold=True))
+            if h.also_in:
+                click.echo(f"    also in: {', '.join(_short(s) for s in h.also_in)}")
             click.echo(_indent(h.chunk.text))
 
 
@@ -261,19 +263,15 @@ def _llm_options(f: Callable[..., Any]) -> Callable[..., Any]:
 def _rag_with_llm(
     c: Context, llm_url: str | None, llm_model: str | None, llm_gguf: Path | None
 ) -> Iterator[Any]:
-    """A Rag answering with the chosen LLM; a GGUF gets its llama-server for the block."""
-    from .answer.llm import serving
-
+    """A Rag answering with the chosen LLM (a GGUF gets its llama-server, started when the
+    first question needs it and stopped at the end of the block)."""
     answer: dict[str, Any] = {"llm_url": llm_url} if llm_url else {}
     if llm_model:
         answer["llm_model"] = llm_model
     if llm_gguf:
         answer.update(llm_gguf=llm_gguf, llm_url=llm_url)  # the flag wins over RAG_LLM_URL
-    settings = c.settings.with_(answer=answer) if answer else c.settings
-    with serving(settings.answer) as served:
-        if served is not settings.answer:
-            log.info("llama-server for %s is answering at %s", llm_gguf, served.llm_url)
-        yield c.rag(answer=vars(served))
+    with c.rag(answer=answer) if answer else c.rag() as rag:
+        yield rag
 
 
 def _stream_answer(rag: Any, question: str, **kwargs: Any) -> Any:
@@ -407,6 +405,8 @@ def _print_sources(answer: Any) -> None:
     for cit in answer.citations:
         mark = "" if cit.supported else "  (not supported by this passage)"
         click.echo(f"  [{cit.n}] {_where(cit.hit.chunk)}{mark}")
+        if cit.hit.also_in:
+            click.echo(f"      also in: {', '.join(_short(s) for s in cit.hit.also_in)}")
         if cit.quote:
             click.echo(_indent(f"“{cit.quote}”", "      "))
 
@@ -614,7 +614,7 @@ def _eval_run(rag: Any, items: list[Any], *, k: int, mode: str | None, names: li
     """The eval run (and its compare table) with progress bars; Ctrl-C keeps what finished."""
     from . import evaluate as ev
 
-    if judge and not rag.settings.answer.llm_url:
+    if judge and not (rag.settings.answer.llm_url or rag.settings.answer.llm_gguf):
         raise UsageError("--judge needs an LLM endpoint: --llm-url, --llm-gguf or RAG_LLM_URL")
     rag.index  # noqa: B018 -- a missing index fails here, with the `rag ingest` command to run
     mode = mode or rag.settings.retrieve.mode

@@ -70,6 +70,11 @@ class AnswerSettings:
     rerank: int = 0
     # below this evidence score the extractive answerer refuses (calibrated on evals/)
     min_evidence: float = 0.33
+    # the cross-encoder judges the chosen sentences, and below `min_judge` (its logit) the
+    # answer is a refusal. Off: on our sets it refused more answerable questions than
+    # unanswerable ones at most thresholds (docs/evaluation.md#calibration)
+    judge: bool = False
+    min_judge: float = -6.0
     llm_url: str | None = None
     llm_model: str | None = None
     llm_gguf: Path | None = None
@@ -117,6 +122,10 @@ class Settings:
             s = s.with_(retrieve={"rerank": _count("RAG_RERANK", v)})
         if v := get("RAG_ANSWER_RERANK"):
             s = s.with_(answer={"rerank": _count("RAG_ANSWER_RERANK", v)})
+        if v := get("RAG_JUDGE"):
+            s = s.with_(answer={"judge": _flag("RAG_JUDGE", v)})
+        if v := get("RAG_MIN_JUDGE"):
+            s = s.with_(answer={"min_judge": _number("RAG_MIN_JUDGE", v)})
         if v := get("RAG_LLM_URL"):
             s = s.with_(answer={"llm_url": v})
         if v := get("RAG_LLM_MODEL"):
@@ -143,6 +152,24 @@ def _count(name: str, value: str) -> int:
     if not 0 <= n <= 200:
         raise UsageError(f"{name}={value!r} is not a count from 0 (off) to 200: set one")
     return n
+
+
+def _flag(name: str, value: str) -> bool:
+    from .errors import UsageError
+
+    low = value.strip().lower()
+    if low not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+        raise UsageError(f"{name}={value!r} is not on or off: set it to 1 or 0")
+    return low in ("1", "true", "yes", "on")
+
+
+def _number(name: str, value: str) -> float:
+    from .errors import UsageError
+
+    try:
+        return float(value)
+    except ValueError:
+        raise UsageError(f"{name}={value!r} is not a number: set one, e.g. {name}=-6") from None
 
 
 def apply_offline_env() -> None:

@@ -1,8 +1,10 @@
 """A local OpenAI-compatible LLM endpoint: llama.cpp's `llama-server` as a managed subprocess.
 
 The binary is built once by `make llama-server` (scripts/build-llama-server.sh) into
-``${RAG_CACHE_DIR:-~/.cache/rag}/llama-server/<version>-<cpukey>/``. The build is native
-(-march=native), so the cache key includes a hash of this CPU's flags.
+``${RAG_CACHE_DIR:-~/.cache/rag}/llama-server/<version>-<cpukey>/``. The build is made
+for x86-64-v3 (AVX2, no AVX-512, no AMX) on CPUs that have it, so one binary runs on AMD
+and on Intel with or without AMX; elsewhere it is native and the cache key includes a hash of
+the CPU's flags.
 
     with LlamaServer(gguf) as server:
         client = OpenAI(base_url=server.url, api_key="none")
@@ -41,17 +43,32 @@ class LlamaServerError(LLMError):
     """llama-server exited or did not become ready; the message ends with its last log lines."""
 
 
-def cpu_key(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
-    """12 hex digits of sha256(first "flags"/"Features" line of /proc/cpuinfo + newline).
+# The instruction-set level the portable x86 build is compiled for (see the build script).
+PORTABLE_X86_KEY = "x86-64-v3"
+_X86_64_V3 = frozenset({"avx2", "fma", "f16c", "bmi2"})
 
-    Identical to the shell's `grep -m1 ... | sha256sum | cut -c1-12` in the build script.
-    """
-    line = b""
+
+def _flags_line(cpuinfo: Path) -> bytes:
     with contextlib.suppress(OSError), cpuinfo.open("rb") as f:
         for raw in f:
             if _FLAGS_LINE.match(raw):
-                line = raw.rstrip(b"\n")
-                break
+                return raw.rstrip(b"\n")
+    return b""
+
+
+def cpu_key(cpuinfo: Path = Path("/proc/cpuinfo"), machine: str | None = None) -> str:
+    """The cache key of the llama-server build that runs on this CPU.
+
+    "x86-64-v3" on x86-64 CPUs with AVX2, FMA, F16C and BMI2: that build is portable (no
+    AVX-512, no AMX), so one binary serves AMD and Intel, with or without AMX. Elsewhere the
+    build is native and the key is 12 hex digits of sha256(first "flags"/"Features" line +
+    newline). Identical to the build script's computation.
+    """
+    line = _flags_line(cpuinfo)
+    machine = machine or os.uname().machine
+    flags = set(line.split(b":", 1)[-1].decode("ascii", "replace").split())
+    if machine == "x86_64" and flags >= _X86_64_V3:
+        return PORTABLE_X86_KEY
     return hashlib.sha256(line + b"\n").hexdigest()[:12]
 
 

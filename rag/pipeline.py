@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .config import Mode, Settings, apply_offline_env
+from .config import AnswerSettings, Mode, Settings, apply_offline_env
 from .errors import IndexMissing, UsageError
 from .types import Answer, Chunk, Document, Hit, IngestReport, Skipped
 
@@ -38,6 +38,7 @@ class Rag:
         self._reranker: Any = reranker
         self._index: Any = None
         self._retriever: Any = None
+        self._answerer: Any = None
         self._lock = threading.RLock()  # the UI answers while an ingest runs
 
     # --- parts, opened lazily ----------------------------------------------------------
@@ -245,15 +246,108 @@ class Rag:
         with self._lock:
             return self.retriever.search(query, k=k, mode=mode, rerank=rerank)
 
+    @property
+    def answerer(self) -> Any:
+        """The answerer the settings choose (answer/__init__.py:make_answerer), made once;
+        it lives as long as this Rag (a llama-server it starts is stopped by close())."""
+        with self._lock:
+            if self._answerer is None:
+                self._answerer = self.make_answerer()
+            return self._answerer
+
+    def make_answerer(self, answer: AnswerSettings | None = None, **kwargs: Any) -> Any:
+        """An answerer over this Rag's models, for `answer` settings (default: its own);
+        the caller closes it. `kwargs` go to answer.make_answerer (name, llm)."""
+        from .answer import make_answerer
+
+        a = answer or self.settings.answer
+        judge = self.reranker if a.judge else None
+        return make_answerer(a, self.embedder.embed, judge, **kwargs)
+
     def ask(self, question: str, **kwargs: Any) -> Answer:
-        from .answer import answer_question
+        """Answer `question` (see ask_stream). Never raises for a question the documents
+        miss, nor for an LLM that fails (the extractive answer is given, with a warning)."""
+        answer: Answer | None = None
+        for piece in self.ask_stream(question, **kwargs):
+            if isinstance(piece, Answer):
+                answer = piece
+        assert answer is not None
+        return answer
 
-        return answer_question(self, question, **kwargs)
+    def ask_stream(
+        self,
+        question: str,
+        *,
+        k: int | None = None,
+        mode: Mode | None = None,
+        history: Sequence[Any] | None = None,
+        answerer: Any = None,
+        llm: Any = None,
+    ) -> Iterator[str | Answer]:
+        """Yield the answer's text as it is produced, then the whole Answer.
 
-    def ask_stream(self, question: str, **kwargs: Any) -> Iterator[str | Answer]:
-        from .answer import answer_stream
+        `history`: the earlier turns, oldest first, as (question, answer) pairs or chat
+        messages; a follow-up is rewritten to stand alone before retrieval. `answerer`: one
+        made by `make_answerer` (default: `self.answerer`); `llm`: answer with this LLM.
+        """
+        from .answer import condense, pairs
 
-        return answer_stream(self, question, **kwargs)
+        owned = None
+        if llm is not None:
+            answerer = owned = self.make_answerer(llm=llm)
+        answerer = answerer or self.answerer
+        timings: dict[str, float] = {}
+        try:
+            standalone = question
+            turns = pairs(history or [])
+            if turns:
+                t = time.perf_counter()
+                standalone = condense(turns, question, answerer.llm)
+                timings["condense"] = time.perf_counter() - t
+            t = time.perf_counter()
+            k = max(k or self.settings.retrieve.k, 1)
+            hits = self.search(standalone, k=k, mode=mode, rerank=self.settings.answer.rerank)
+            timings["retrieve"] = time.perf_counter() - t
+            for piece in answerer.stream(standalone, hits):
+                if isinstance(piece, Answer):
+                    piece.question = question
+                    piece.standalone_question = standalone if standalone != question else None
+                    piece.timings = {**timings, **piece.timings}
+                yield piece
+        finally:
+            if owned is not None:
+                owned.close()
+
+    # --- documents ---------------------------------------------------------------------
+
+    def files(self) -> dict[str, Any]:
+        """Every file the index knows: source → its row (status, chunks, skip reason)."""
+        return self.index.files() if self.index_exists() else {}
+
+    def delete(self, sources: Sequence[str]) -> int:
+        """Forget these documents (their chunks, vectors and keyword entries); returns the
+        number of chunks removed."""
+        with self._lock:
+            removed = int(self.index.remove_sources(list(sources)))
+            self.index.rebuild_keyword_index()
+            self.index.write_manifest()
+        return removed
+
+    def close(self) -> None:
+        """Stop what this Rag started (an answerer's llama-server) and close the index."""
+        with self._lock:
+            if self._answerer is not None:
+                self._answerer.close()
+            self._answerer = None
+            if self._index is not None:
+                self._index.close()
+            self._index = self._retriever = None
+
+    def __enter__(self) -> Rag:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def status(self) -> dict[str, Any]:
         if not self.index_exists():

@@ -109,6 +109,11 @@ class CrossEncoder:
             best[n] = max(best[n], float(v))
         return best
 
+    def logits(self, question: str, passages: Sequence[str]) -> list[float]:
+        """The model's relevance logit for each (question, passage) pair, each scored alone
+        (so a score never depends on what else is scored)."""
+        return [float(v) for v in self._logits(question, list(passages))] if passages else []
+
     def _logits(self, question: str, passages: list[str]) -> np.ndarray:
         encs = self._tok.encode_batch([(question, p) for p in passages])
         out = np.zeros(len(encs), dtype=np.float32)
@@ -142,12 +147,18 @@ class LazyReranker:
         self._model: CrossEncoder | None = None
         self._lock = threading.Lock()
 
-    def score(self, question: str, chunks: Sequence[Chunk]) -> list[float]:
+    def _loaded(self) -> CrossEncoder:
         with self._lock:
             if self._model is None:
                 window, threads = self._args
                 self._model = CrossEncoder(*bundled_model_files(), window=window, threads=threads)
-        return self._model.score(question, chunks)
+            return self._model
+
+    def score(self, question: str, chunks: Sequence[Chunk]) -> list[float]:
+        return self._loaded().score(question, chunks)
+
+    def logits(self, question: str, passages: Sequence[str]) -> list[float]:
+        return self._loaded().logits(question, passages)
 
 
 def relevance(logit: float) -> float:

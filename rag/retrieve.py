@@ -8,6 +8,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .config import MODES, Mode, RetrieveSettings
+from .dedup import collapse
 from .embeddings import Embedder
 from .errors import UsageError
 from .rerank import Reranker, relevance
@@ -112,10 +113,11 @@ class Retriever:
         fused_of: dict[str, float] = {}
         rerank_of: dict[str, float] = {}
         chunks: dict[str, Chunk] = {}  # read from the catalog once, by the reranker or below
-        if mode == "dense":
-            ranked = dense[:k]
-        elif mode == "keyword":
-            ranked = keyword[:k]
+        also: dict[str, list[str]] = {}
+        if mode in ("dense", "keyword"):
+            ranked = dense if mode == "dense" else keyword
+            ranked, also = self._distinct(ranked, 2 * k + 5, chunks)
+            ranked = ranked[:k]
         else:
             if self.settings.fusion == "rrf":
                 fused = rrf([[i for i, _ in dense], [i for i, _ in keyword]], self.settings.rrf_k)
@@ -126,11 +128,12 @@ class Retriever:
                 fused = with_neighbours(fused, where, self.settings.neighbours)
             fused_of = fused
             ranked = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))
+            pool = min(max(rerank, k), MAX_RERANK) + max(k, 10)
+            ranked, also = self._distinct(ranked, pool, chunks)
             if rerank and ranked and self._reranker is not None:
                 # every hit returned is reranked, up to MAX_RERANK (~55 ms each); past that
                 # (`search -k 1000`) the rest follow in fused order, with rerank None
                 depth = min(max(rerank, k), MAX_RERANK)
-                chunks = self.index.chunks([i for i, _ in ranked[:depth]])
                 rerank_of = self._rerank(query, [i for i, _ in ranked[:depth]], chunks)
                 head = sorted(
                     ((i, relevance(rerank_of[i])) for i in rerank_of),
@@ -160,9 +163,22 @@ class Retriever:
                     keyword=keyword_of.get(i),
                     fused=fused_of.get(i),
                     rerank=rerank_of.get(i),
+                    also_in=tuple(also.get(i, ())),
                 )
             )
         return hits
+
+    def _distinct(
+        self, ranked: list[tuple[str, float]], pool: int, chunks: dict[str, Chunk]
+    ) -> tuple[list[tuple[str, float]], dict[str, list[str]]]:
+        """The best `pool` of `ranked` (read into `chunks`) with near-duplicate passages
+        folded into one (dedup.py), then the rest of `ranked` as it was."""
+        head = [i for i, _ in ranked[:pool]]
+        chunks.update(self.index.chunks(head))
+        score = dict(ranked[:pool])
+        groups = collapse(head, chunks)
+        also = {g.kept: list(g.also_in) for g in groups if g.also_in}
+        return [(g.kept, score[g.first]) for g in groups] + ranked[pool:], also
 
     def _rerank(self, query: str, ids: list[str], chunks: dict[str, Chunk]) -> dict[str, float]:
         """The cross-encoder's logit for each candidate still in the catalog (a chunk

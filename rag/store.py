@@ -24,6 +24,7 @@ import numpy as np
 
 from .config import ChunkSettings, StoreSettings
 from .errors import IndexMismatch, IndexMissing, StoreError
+from .text import stemmer
 from .types import Chunk, Document
 
 log = logging.getLogger(__name__)
@@ -459,7 +460,7 @@ class Index:
         import bm25s
 
         tokens = bm25s.tokenize(
-            [query], stopwords="en", stemmer=_stemmer(), show_progress=False, return_ids=False
+            [query], stopwords="en", stemmer=stemmer(), show_progress=False, return_ids=False
         )
         vocab = retriever.vocab_dict
         query_tokens = [[t for t in tokens[0] if t in vocab]]
@@ -507,7 +508,7 @@ class Index:
             self._bm25 = None
             return
         corpus = [f"{r[1]}\n{r[2]}\n{r[3]}" for r in rows]
-        tokens = bm25s.tokenize(corpus, stopwords="en", stemmer=_stemmer(), show_progress=False)
+        tokens = bm25s.tokenize(corpus, stopwords="en", stemmer=stemmer(), show_progress=False)
         retriever = bm25s.BM25()
         retriever.index(tokens, show_progress=False)
         self._bm25 = retriever
@@ -578,15 +579,3 @@ def read_manifest(index_dir: Path) -> dict[str, Any] | None:
             f"`rag --index {index_dir} ingest PATH`"
         ) from e
     return data if isinstance(data, dict) else None
-
-
-_STEMMER: Any = None
-
-
-def _stemmer() -> Any:
-    global _STEMMER  # a cache of a pure function's result, not state
-    if _STEMMER is None:
-        import Stemmer
-
-        _STEMMER = Stemmer.Stemmer("english")
-    return _STEMMER

@@ -54,6 +54,7 @@ class Hit:
     keyword: float | None = None  # BM25 score, when the chunk was in the keyword list
     fused: float | None = None  # hybrid: the fused dense + keyword score (before reranking)
     rerank: float | None = None  # the cross-encoder's logit for its best window, if reranked
+    also_in: tuple[str, ...] = ()  # sources of near-duplicate passages folded into this one
 
     def to_json(self) -> dict[str, Any]:
         c = self.chunk
@@ -72,6 +73,7 @@ class Hit:
             "keyword": None if self.keyword is None else round(float(self.keyword), 6),
             "fused": None if self.fused is None else round(float(self.fused), 6),
             "rerank": None if self.rerank is None else round(float(self.rerank), 4),
+            "also_in": list(self.also_in),
         }
 
 
@@ -109,6 +111,10 @@ class Answer:
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     standalone_question: str | None = None  # set when a follow-up was rewritten
+    # how strongly the chosen sentences answer: similarity and word overlap (extractive.py),
+    # and the cross-encoder's logit when it judged them; None: nothing was chosen / judged
+    evidence: float | None = None
+    judged: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -124,6 +130,10 @@ class Answer:
             out["closest"] = [h.to_json() for h in self.hits[:3]]
         if self.standalone_question:
             out["standalone_question"] = self.standalone_question
+        if self.evidence is not None:
+            out["evidence"] = round(self.evidence, 3)
+        if self.judged is not None:
+            out["judged"] = round(self.judged, 3)
         return out
 
 

@@ -4,9 +4,16 @@
 #   ${RAG_CACHE_DIR:-$HOME/.cache/rag}/llama-server/<version>-<cpukey>/llama-server
 # with a symlink .../llama-server/current -> that directory.
 #
-# The build is native (-march=native via GGML_NATIVE), so <cpukey> is a short
-# hash of the CPU flags line of /proc/cpuinfo: a binary is never reused on a CPU
-# that may lack its instructions. rag/llamacpp.py computes the same key.
+# On x86-64 CPUs with AVX2, FMA, F16C and BMI2 (every AMD CPU since Zen 1, every
+# Intel since Haswell) the build is *portable*: <cpukey> is "x86-64-v3", ggml is
+# compiled for exactly that level (GGML_NATIVE=OFF), with no AVX-512 and no AMX.
+# A native build (-march=native) enables AMX tile instructions on Intel Xeons
+# that have them, and those crash with SIGSEGV at "llama threadpool init" when
+# the kernel or VM does not grant AMX tile state; the same binary copied to an
+# AMD machine would die on its AVX-512 instructions. On other CPUs (aarch64, old
+# x86) the build stays native and <cpukey> is a short hash of the CPU flags line
+# of /proc/cpuinfo, so it is never reused on a CPU that may lack its
+# instructions. rag/llamacpp.py computes the same key.
 #
 # Prints the path of the binary on stdout (progress goes to stderr).
 # Idempotent: if the binary is already cached, prints its path and exits 0.
@@ -29,7 +36,12 @@ die() { log "error: $*"; exit 1; }
 # (including its trailing newline), first 12 hex digits. Keep in sync with
 # rag/llamacpp.py:cpu_key().
 cpu_flags_line="$(grep -m1 -E '^(flags|Features)[[:space:]]*:' /proc/cpuinfo 2>/dev/null || true)"
-cpukey="$(printf '%s\n' "$cpu_flags_line" | sha256sum | cut -c1-12)"
+has_flag() { [[ " ${cpu_flags_line#*:} " == *" $1 "* ]]; }
+if [[ "$(uname -m)" == x86_64 ]] && has_flag avx2 && has_flag fma && has_flag f16c && has_flag bmi2; then
+    cpukey="x86-64-v3"
+else
+    cpukey="$(printf '%s\n' "$cpu_flags_line" | sha256sum | cut -c1-12)"
+fi
 
 cache_root="${RAG_CACHE_DIR:-$HOME/.cache/rag}/llama-server"
 dest="$cache_root/$VERSION-$cpukey"
@@ -131,7 +143,15 @@ src="$work/src/llama.cpp"
 #   LLAMA_OPENSSL OFF: no HTTPS client (we are offline).
 #   LLAMA_CURL: deprecated and ignored in this version; passed OFF for clarity.
 #   BUILD_SHARED_LIBS OFF: one self-contained binary (libllama/libggml static).
-#   GGML_NATIVE (default ON): -march=native, hence the cpukey in the cache path.
+#   GGML_NATIVE: OFF for the portable x86-64-v3 build (AVX, AVX2, FMA, F16C, BMI2
+#     on; AVX-512 and AMX off, their defaults), ON (-march=native) otherwise.
+if [[ "$cpukey" == x86-64-v3 ]]; then
+    isa_args=(-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+              -DGGML_BMI2=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF
+              -DGGML_AMX_BF16=OFF)
+else
+    isa_args=(-DGGML_NATIVE=ON)
+fi
 cmake_args=(
     -S "$src" -B "$work/build" -G "$generator"
     -DCMAKE_BUILD_TYPE=Release
@@ -143,6 +163,7 @@ cmake_args=(
     -DLLAMA_BUILD_TESTS=OFF
     -DLLAMA_BUILD_EXAMPLES=OFF
     -DLLAMA_BUILD_NUMBER="${VERSION%%.*}"
+    "${isa_args[@]}"
 )
 log "configuring ($generator): ${cmake_args[*]:6}"
 start=$(date +%s)

@@ -618,3 +618,47 @@ def test_cli_compare_with_llamaindex(seeds_index: Path, tmp_path: Path) -> None:
     assert comp["dense"]["key_acc"] is None and comp["keyword"]["token_f1"] is None
     assert comp["llamaindex"]["key_acc"] is not None  # answered by the extractive answerer
     assert "LLM is explicitly disabled" not in r.out
+
+
+def _q(split: str, answerable: bool, refused: bool, key: bool | None) -> dict[str, Any]:
+    return {"split": split, "answerable": answerable, "refused": refused, "key_match": key,
+            "hit": 1.0, "rr": 1.0, "ndcg": 1.0, "evidence_recall": 1.0,
+            "timings_ms": {}}  # fmt: skip
+
+
+def test_metrics_per_split_and_their_gates(tmp_path: Path) -> None:
+    questions = [
+        _q("tune", True, False, True),
+        _q("tune", True, False, False),
+        _q("heldout", True, False, True),
+        _q("heldout", False, True, None),
+        _q("heldout", True, True, False),
+    ]
+    m = M.summarize(questions, 5)
+    assert m["key_acc"] == pytest.approx(2 / 4)
+    assert m["tune:key_acc"] == pytest.approx(1 / 2)
+    assert m["heldout:key_acc"] == pytest.approx(1 / 2)
+    assert m["heldout:refusal_acc"] == 1.0 and m["tune:refusal_acc"] is None
+    assert m["heldout:false_refusal_rate"] == pytest.approx(1 / 2)
+    # one split (or none) adds nothing
+    assert not any(":" in k for k in M.summarize(questions[:2], 5))
+    known = M.metric_names(5)
+    gates = M.parse_gates(["heldout:key_acc=0.6"], ["heldout:false_refusal_rate=0.4"], known)
+    assert M.check_gates(m, gates) == [
+        "heldout:key_acc 0.500 < 0.6",
+        "heldout:false_refusal_rate 0.500 > 0.4",
+    ]
+    assert M.check_gates(m, M.parse_gates(["other:key_acc=0.1"], [], known)) == [
+        "other:key_acc is n/a (nothing to measure it on)"
+    ]
+    with pytest.raises(UsageError, match=r"unknown metric.*SPLIT:METRIC"):
+        M.parse_gates(["heldout:bogus=1"], [], known)
+    with pytest.raises(UsageError, match=r"lower is better.*use --max"):
+        M.parse_gates(["heldout:false_refusal_rate=0.1"], [], known)
+    # a dataset's split is read, checked and kept
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"id": "a", "question": "q?", "split": "heldout"}\n')
+    assert load_dataset(path)[0].split == "heldout"
+    path.write_text('{"id": "a", "question": "q?", "split": "held out!"}\n')
+    with pytest.raises(UsageError, match='"split" must be a word'):
+        load_dataset(path)

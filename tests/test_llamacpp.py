@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -78,14 +79,90 @@ def _pid_alive(pid: int) -> bool:
 # -- locating things (no server) --------------------------------------------------------------
 
 
-def test_cpu_key_matches_build_script() -> None:
+def _script_cpu_key(cpuinfo: Path, machine: str) -> str:
+    """The build script's own key computation, run by bash on a given cpuinfo and `uname -m`."""
+    script = (ROOT / "scripts" / "build-llama-server.sh").read_text()
+    start = script.index("cpu_flags_line=")
+    end = script.index("cache_root=")
+    snippet = script[start:end].replace("/proc/cpuinfo", str(cpuinfo))
     shell = subprocess.run(
-        ["bash", "-c", "set -o pipefail; printf '%s\\n' \"$(grep -m1 -E "
-         "'^(flags|Features)[[:space:]]*:' /proc/cpuinfo || true)\" | sha256sum | cut -c1-12"],
+        ["bash", "-c", f"uname() {{ echo {machine}; }}\n{snippet}\nprintf '%s' \"$cpukey\""],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
-    assert cpu_key() == shell.stdout.strip()
-    assert len(cpu_key()) == 12
+    return shell.stdout
+
+
+AMD_FLAGS = "fpu sse2 avx fma f16c bmi1 avx2 bmi2 sha_ni"
+INTEL_AMX_FLAGS = "fpu sse2 avx f16c fma bmi2 avx2 avx512f avx512vnni amx_bf16 amx_tile amx_int8"
+
+
+@pytest.mark.parametrize(
+    ("flags", "machine", "portable"),
+    [
+        (AMD_FLAGS, "x86_64", True),
+        (INTEL_AMX_FLAGS, "x86_64", True),
+        ("fpu sse2 avx", "x86_64", False),  # no AVX2: a native build
+        ("fp asimd evtstrm aes", "aarch64", False),
+    ],
+)
+def test_cpu_key_matches_build_script(
+    tmp_path: Path, flags: str, machine: str, portable: bool
+) -> None:
+    """AMD and Intel-with-AMX share the portable build; other CPUs get a native one, keyed by
+    their flags. Python and the build script agree on every case."""
+    cpuinfo = tmp_path / "cpuinfo"
+    tag = "Features" if machine == "aarch64" else "flags"
+    cpuinfo.write_text(f"processor\t: 0\n{tag}\t\t: {flags}\n\nprocessor\t: 1\n")
+    key = cpu_key(cpuinfo, machine)
+    assert key == _script_cpu_key(cpuinfo, machine)
+    if portable:
+        assert key == "x86-64-v3"
+    else:
+        assert len(key) == 12 and key != "x86-64-v3"
+    assert cpu_key() == _script_cpu_key(Path("/proc/cpuinfo"), os.uname().machine)
+
+
+FORBIDDEN = ("ldtilecfg", "tileloadd", "tdpbssd", "tdpbf16ps", "%zmm")  # AMX, AVX-512
+
+
+def _instruction_counts(binary: Path) -> dict[str, int]:
+    """How often each of FORBIDDEN and vfmadd (AVX2/FMA) occurs in the binary's code."""
+    if shutil.which("objdump") is None:
+        pytest.skip("objdump (binutils) is not installed")
+    # objdump's text is ~100 MB: counted as it streams, not kept
+    proc = subprocess.Popen(["objdump", "-d", "--no-show-raw-insn", str(binary)],
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    counts = dict.fromkeys((*FORBIDDEN, "vfmadd"), 0)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        for marker in counts:
+            if marker in line:
+                counts[marker] += 1
+    assert proc.wait(timeout=240) == 0
+    return counts
+
+
+def test_instruction_check_finds_avx512() -> None:
+    """The check below can fail: glibc's AVX-512 string functions are found by it."""
+    libc = Path("/lib/x86_64-linux-gnu/libc.so.6")
+    if not libc.is_file():
+        pytest.skip("no x86-64 glibc here")
+    assert _instruction_counts(libc)["%zmm"] > 0
+
+
+def test_cached_binary_has_no_amx_or_avx512_instructions() -> None:
+    """The portable build must run on AMD and on Intel Xeons whose VM does not grant AMX tile
+    state: a native build on an AMX machine contains `ldtilecfg` and dies with SIGSEGV at
+    "llama threadpool init"; one with AVX-512 (zmm registers) dies of SIGILL on most AMD."""
+    if cpu_key() != "x86-64-v3":
+        pytest.skip("not an x86-64-v3 CPU: the build here is native by design")
+    binary = cached_binary()
+    if not binary.is_file():
+        pytest.skip("llama-server is not built for this CPU: run `make llama-server`")
+    counts = _instruction_counts(binary)
+    assert counts["vfmadd"] > 100  # really disassembled, and the AVX2/FMA kernels are there
+    found = {m: n for m, n in counts.items() if m in FORBIDDEN and n}
+    assert not found, f"{found} in {binary}: rebuild with `make llama-server`"
 
 
 def test_build_script_reports_the_cached_binary() -> None:

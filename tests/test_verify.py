@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from rag.answer import extractive_answer
+from rag.answer import ExtractiveAnswerer
 from rag.answer.verify import (
     REFUSAL,
     UNSUPPORTED_MARK,
@@ -21,7 +21,7 @@ from rag.answer.verify import (
     strip_citations,
     verify,
 )
-from rag.config import EmbedSettings
+from rag.config import AnswerSettings, EmbedSettings
 from rag.embeddings import make_embedder
 from rag.types import Chunk, Hit
 
@@ -234,7 +234,7 @@ def test_an_echoed_injection_is_never_supported(embed, hits) -> None:
 def test_extractive_answers_pass_verification(embed, hits) -> None:
     """Whatever wrote the answer: the extractive one quotes, so every sentence holds."""
     for question in ("When was the Alpha project started?", "How many bikes does Beta have?"):
-        answer = extractive_answer(question, hits, embed, min_evidence=0.0)
+        answer = ExtractiveAnswerer(AnswerSettings(min_evidence=0.0), embed).answer(question, hits)
         out = verify(answer.answer, hits, embed)
         assert out.removed == 0 and out.supported >= 1
         assert out.text == answer.answer

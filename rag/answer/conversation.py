@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ..errors import LLMError
-from .extractive import STOPWORDS
+from ..text import QUESTION_WORDS, STOPWORDS, WORD
 
 if TYPE_CHECKING:
     from .llm import LLM
@@ -34,11 +34,7 @@ _LEAD = re.compile(
 )
 _POSSESSIVE = re.compile(r"\b(?:its|their|his|her)\b", re.I)
 _PRONOUN = re.compile(r"\b(?:it|its|they|them|their|he|him|his|she|her|this|these|those)\b", re.I)
-_WORD = re.compile(r"[\w$€£¥%]+(?:[.'’-][\w]+)*")
 _NAME = re.compile(r"[A-Z][\w’'.-]*(?:\s+(?:of|de|the|von|van)?\s*[A-Z][\w’'.-]*)*")
-_QUESTION_WORDS = frozenset(
-    ["what", "which", "who", "whom", "whose", "when", "where", "why", "how"]
-)
 
 
 def condense(history: History, question: str, llm: LLM | None = None) -> str:
@@ -110,7 +106,7 @@ def _sentence(lead: re.Match[str] | None, core: str) -> str:
 
 def _starts_with_question_word(text: str) -> bool:
     first = text.split()[0].lower() if text.split() else ""
-    return first in _QUESTION_WORDS or first in {"is", "are", "was", "were", "do", "does", "did"}
+    return first in QUESTION_WORDS or first in {"is", "are", "was", "were", "do", "does", "did"}
 
 
 def _names(text: str, skip_first: bool) -> list[str]:
@@ -120,26 +116,26 @@ def _names(text: str, skip_first: bool) -> list[str]:
         phrase = m.group(0).rstrip(".’'")
         if m.start() == 0 and skip_first and " " not in phrase:
             continue
-        if phrase.lower() in STOPWORDS or phrase.lower() in _QUESTION_WORDS:
+        if phrase.lower() in STOPWORDS or phrase.lower() in QUESTION_WORDS:
             continue
         if m.start() == 0 and skip_first:  # "What Korea…" is not a name; "Mutual Defense" is
             first, _, tail = phrase.partition(" ")
-            if first.lower() in STOPWORDS | _QUESTION_WORDS:
+            if first.lower() in STOPWORDS | QUESTION_WORDS:
                 phrase = tail
         out.append(phrase)
     return out
 
 
 def _only_names(text: str) -> bool:
-    words = [w for w in _WORD.findall(text) if w.lower() not in STOPWORDS]
+    words = [w for w in WORD.findall(text) if w.lower() not in STOPWORDS]
     return bool(words) and all(w[:1].isupper() for w in words) and len(words) <= 4
 
 
 def _content_words(text: str) -> list[str]:
     out: list[str] = []
-    for w in _WORD.findall(text):
+    for w in WORD.findall(text):
         lw = w.lower()
-        if lw in STOPWORDS or lw in _QUESTION_WORDS or len(w) < 2 or lw in {x.lower() for x in out}:
+        if lw in STOPWORDS or lw in QUESTION_WORDS or len(w) < 2 or lw in {x.lower() for x in out}:
             continue
         out.append(w)
     return out

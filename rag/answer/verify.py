@@ -23,8 +23,8 @@ from typing import Any, Literal
 import numpy as np
 
 from ..chunking import split_sentences
+from ..text import WORD, content_terms
 from ..types import Citation, Hit
-from .extractive import content_terms
 
 Embed = Callable[[Sequence[str]], Any]  # texts → L2-normalised vectors (Embedder.embed)
 
@@ -46,7 +46,6 @@ _CITE = re.compile(_CITE_TEXT, re.I)
 _CITE_AFTER_STOP = re.compile(rf"([.!?…])((?:\s*(?:{_CITE_TEXT}))+)", re.I)
 _NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
 _CLAUSE = re.compile(r"[,;:]\s|\s(?:while|whereas|and|but)\s")
-_WORD = re.compile(r"[\w$€£¥%]+(?:[.'’-][\w]+)*")
 _MARKER = re.compile(r"\(?\d{1,2}[.)]|[-*•]|[a-z][.)]")  # a list item's number alone
 _LETTER = re.compile(r"[^\W\d_]")
 _INSTRUCTION = re.compile(
@@ -112,7 +111,7 @@ def _number_words(text: str) -> dict[str, tuple[set[str], set[str]]]:
     those that are not names (in the passage the subject may be "It")."""
     out: dict[str, tuple[set[str], set[str]]] = {}
     for clause in _CLAUSE.split(text):
-        words = [m.group(0) for m in _WORD.finditer(clause)]
+        words = [m.group(0) for m in WORD.finditer(clause)]
         every = {t for t in content_terms(clause) if not any(ch.isdigit() for ch in t)}
         plain = " ".join(w for w in words if not w[:1].isupper())
         plain_terms = {t for t in content_terms(plain) if not any(ch.isdigit() for ch in t)}
@@ -125,7 +124,7 @@ def _number_words(text: str) -> dict[str, tuple[set[str], set[str]]]:
 
 def _names(text: str) -> set[str]:
     """Stemmed capitalised words past the first: the names a claim could get wrong."""
-    words = [m.group(0) for m in _WORD.finditer(text)][1:]
+    words = [m.group(0) for m in WORD.finditer(text)][1:]
     return set(content_terms(" ".join(w for w in words if w[:1].isupper())))
 
 

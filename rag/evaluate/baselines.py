@@ -68,6 +68,7 @@ class LlamaIndexBaseline:
 
         self.rag = rag
         self.k = k
+        self._answerer: Any = None
         docs = []
         for source, row in sorted(rag.index.files().items()):
             if row.status != "indexed":
@@ -115,14 +116,11 @@ class LlamaIndexBaseline:
         return hits
 
     def ask(self, question: str) -> Answer:
-        from ..answer import extractive_answer
-
         t0 = time.perf_counter()
         hits = self.search(question, self.k)
         t1 = time.perf_counter()
-        a = self.rag.settings.answer
-        answer = extractive_answer(
-            question, hits, self.rag.embedder.embed, a.min_evidence, a.max_sentences
-        )
+        if self._answerer is None:
+            self._answerer = self.rag.make_answerer(name="extractive")
+        answer = self._answerer.answer(question, hits)
         answer.timings = {"retrieve": t1 - t0, "answer": time.perf_counter() - t1}
         return answer

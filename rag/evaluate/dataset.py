@@ -1,7 +1,9 @@
 """Eval datasets: JSONL (one object per line) or CSV, validated before anything runs.
 
-A question is `{"id", "question", "answer", "keys", "evidence", "answerable", "tags"}`;
-only `id` and `question` are required. See docs/evaluation.md for the CSV columns.
+A question is `{"id", "question", "answer", "keys", "evidence", "answerable", "tags",
+"split"}`; only `id` and `question` are required. `split` names the part of the set a
+question belongs to ("tune", "heldout", …): `rag eval` reports each metric per split
+too. See docs/evaluation.md for the CSV columns.
 """
 
 from __future__ import annotations
@@ -10,13 +12,14 @@ import csv
 import hashlib
 import io
 import json
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
 
-FIELDS = ("id", "question", "answer", "keys", "evidence", "answerable", "tags")
+FIELDS = ("id", "question", "answer", "keys", "evidence", "answerable", "tags", "split")
 _TRUE = {"true", "yes", "y", "1"}
 _FALSE = {"false", "no", "n", "0"}
 
@@ -32,6 +35,7 @@ class EvalItem:
     evidence: tuple[str, ...] = ()  # exact quotes from the documents
     answerable: bool = True
     tags: tuple[str, ...] = ()
+    split: str = ""  # e.g. "tune" or "heldout": metrics are reported per split
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -147,7 +151,7 @@ def _csv_row(row: dict[str, str | None]) -> dict[str, Any]:
     rec: dict[str, Any] = {}
     for name, raw in row.items():
         value = (raw or "").strip()
-        if name in ("id", "question", "answer"):
+        if name in ("id", "question", "answer", "split"):
             rec[name] = value
         elif not value:
             continue
@@ -186,10 +190,20 @@ def _item(rec: dict[str, Any]) -> EvalItem:
     keys = _keys(rec.get("keys", []), qid)
     evidence = _strings(rec.get("evidence", []), "evidence", qid)
     tags = _strings(rec.get("tags", []), "tags", qid)
+    split = rec.get("split", "") or ""
+    if not isinstance(split, str) or not re.fullmatch(r"[\w-]*", split.strip()):
+        raise _Invalid(f'question {qid}: "split" must be a word such as "tune" or "heldout"')
     if not answerable and (keys or evidence):
         raise _Invalid(f'question {qid}: an unanswerable question has no "keys" or "evidence"')
     return EvalItem(
-        str(qid).strip(), question.strip(), answer.strip(), keys, evidence, answerable, tags
+        str(qid).strip(),
+        question.strip(),
+        answer.strip(),
+        keys,
+        evidence,
+        answerable,
+        tags,
+        split.strip(),
     )
 
 

@@ -181,12 +181,29 @@ def summarize(questions: Sequence[dict[str, Any]], k: int) -> dict[str, float | 
         name = "latency" if stage == "total" else f"latency_{stage}"
         m[f"{name}_p50_ms"] = percentile(times, 50)
         m[f"{name}_p95_ms"] = percentile(times, 95)
+    splits = sorted({q.get("split") or "" for q in questions} - {""})
+    for split in splits if len(splits) > 1 else ():
+        part = summarize([q for q in questions if q.get("split") == split], k)
+        m.update({f"{split}:{name}": part[name] for name in SPLIT_METRICS(k)})
     judged = [q for q in questions if "judge" in q]
     if judged:
         m["judge_faithfulness"] = mean(q["judge"]["faithful"] for q in judged)
         m["judge_correctness"] = mean(q["judge"]["correct"] for q in judged if q["answerable"])
         m["judge_parse_failures"] = float(sum(1 for q in judged if q["judge"].get("error")))
     return m
+
+
+def SPLIT_METRICS(k: int) -> tuple[str, ...]:
+    """The metrics reported for each split of a dataset too (as "split:metric")."""
+    return (
+        f"hit@{k}",
+        "mrr@10",
+        "evidence_recall",
+        "key_acc",
+        "citation_precision",
+        "refusal_acc",
+        "false_refusal_rate",
+    )
 
 
 # --- gates -----------------------------------------------------------------------------
@@ -203,20 +220,33 @@ def parse_gates(mins: Sequence[str], maxes: Sequence[str], known: Sequence[str])
         for spec in specs:
             name, sep, value = spec.partition("=")
             name = name.strip()
+            split, colon, base = name.rpartition(":")
+            if colon and split and base in SPLIT_METRICS(k_of(known)):
+                name_known = True
+            else:
+                name_known, base = name in known, name
             try:
                 bar = float(value)
             except ValueError:
                 bar = math.nan
             if not sep or math.isnan(bar):
                 raise UsageError(f"--{kind} {spec!r}: write METRIC=VALUE, e.g. --{kind} hit@5=0.9")
-            if name not in known:
-                raise UsageError(f"--{kind} {name}: unknown metric; use one of {', '.join(known)}")
-            if (kind == "min") == lower_is_better(name):
+            if not name_known:
+                raise UsageError(
+                    f"--{kind} {name}: unknown metric; use one of {', '.join(known)} "
+                    "(or SPLIT:METRIC for one split of the dataset, e.g. heldout:key_acc)"
+                )
+            if (kind == "min") == lower_is_better(base):
                 other = "max" if kind == "min" else "min"
                 better = "lower" if kind == "min" else "higher"
                 raise UsageError(f"--{kind} {name}: {better} is better for {name}; use --{other}")
             gates.append((name, kind, bar))
     return gates
+
+
+def k_of(known: Sequence[str]) -> int:
+    """The k of the hit@k among metric names."""
+    return next((int(n[4:]) for n in known if n.startswith("hit@")), 5)
 
 
 def check_gates(metrics: dict[str, float | None], gates: Sequence[Gate]) -> list[str]:

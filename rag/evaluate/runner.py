@@ -11,7 +11,7 @@ import os
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -142,6 +142,7 @@ def score(
         "question": item.question,
         "answerable": item.answerable,
         "tags": list(item.tags),
+        "split": item.split,
         "expected": item.answer,
         "keys": [list(g) for g in item.keys],
         "evidence": list(ev),
@@ -180,6 +181,8 @@ def score(
         answer=answer.answer,
         refused=answer.refused,
         answer_mode=answer.mode,
+        evidence_score=answer.evidence,
+        judged=answer.judged,
         citations=[
             {
                 "n": c.n,
@@ -249,7 +252,10 @@ def run_eval(
     if judge:
         from .judge import Judge
 
-        grader = Judge(rag.settings.answer)
+        a = rag.settings.answer
+        answerer = getattr(rag, "answerer", None)
+        llm = answerer.llm if answerer is not None else None  # a GGUF's server starts here
+        grader = Judge(replace(a, llm_url=llm.url) if llm is not None else a)
     if mode == "llamaindex":
         from .baselines import LlamaIndexBaseline
 

@@ -69,8 +69,9 @@ class Engine:
         self._embedder_lock = threading.Lock()
         r = settings.retrieve
         self._reranker = LazyReranker(r.rerank_window, settings.embed.threads)  # shared too
-        self._llm_servers = contextlib.ExitStack()  # a local model's llama-server, once started
-        self._local_llm_url: str | None = None
+        # one answerer per LLM choice, shared by the question threads (they are thread-safe);
+        # a local model's llama-server is started by its answerer and stopped by close()
+        self._answerers: dict[LLMChoice, Any] = {}
 
     # --- running work on the pools -----------------------------------------------------
 
@@ -123,7 +124,10 @@ class Engine:
     def close(self) -> None:
         for pool in self._pools.values():
             pool.shutdown(wait=False, cancel_futures=True)
-        self._llm_servers.close()
+        with self._llm_lock:
+            for answerer in self._answerers.values():
+                answerer.close()
+            self._answerers.clear()
 
     # --- questions ---------------------------------------------------------------------
 
@@ -144,12 +148,10 @@ class Engine:
         def work() -> None:
             try:
                 rag = self._rag()
-                answerer, warning = self._answerer(llm)
-                # this Rag belongs to this thread: choosing its answerer affects no one else
-                rag.settings = self.settings.with_(answer=answerer)
-                for piece in rag.ask_stream(question, k=k, mode=mode, history=list(history)):
-                    if warning and isinstance(piece, Answer):
-                        piece.warnings.insert(0, warning)
+                answerer = self._answerer(rag, llm)
+                for piece in rag.ask_stream(
+                    question, k=k, mode=mode, history=list(history), answerer=answerer
+                ):
                     out.put(piece)
             except BaseException as e:
                 out.put(e)
@@ -161,34 +163,24 @@ class Engine:
                 raise item
             yield item
 
-    def _answerer(self, llm: LLMChoice) -> tuple[dict[str, Any], str | None]:
-        """The `Settings.answer` fields that select `llm`, and a warning if it cannot be had."""
-        extractive: dict[str, Any] = {"llm_url": None, "llm_model": None, "llm_gguf": None}
-        if llm.url:
-            return {**extractive, "llm_url": llm.url, "llm_model": llm.model or None}, None
-        if not llm.gguf:
-            return extractive, None
-        try:
-            return {**extractive, "llm_url": self._start_local_llm(Path(llm.gguf))}, None
-        except RagError as e:
-            return extractive, f"{e}; showing the extractive answer"
-
-    def _start_local_llm(self, gguf: Path) -> str:
-        """The URL of llama-server for `gguf`, started on first use and kept until close()."""
-        from ..answer.llm import serving
-
+    def _answerer(self, rag: Rag, llm: LLMChoice) -> Any:
+        """The answerer for `llm` (extractive, an endpoint, or a local GGUF), made once."""
         with self._llm_lock:
-            if self._local_llm_url is None:
-                answer = replace(self.settings.answer, llm_url=None, llm_gguf=gguf)
-                self._local_llm_url = self._llm_servers.enter_context(serving(answer)).llm_url
-            assert self._local_llm_url is not None
-            return self._local_llm_url
+            if llm not in self._answerers:
+                extractive: dict[str, Any] = {"llm_url": None, "llm_model": None, "llm_gguf": None}
+                if llm.url:
+                    extractive.update(llm_url=llm.url, llm_model=llm.model or None)
+                elif llm.gguf:
+                    extractive.update(llm_gguf=Path(llm.gguf))
+                settings = replace(self.settings.answer, **extractive)
+                self._answerers[llm] = rag.make_answerer(settings)
+            return self._answerers[llm]
 
     # --- documents ---------------------------------------------------------------------
 
     def files(self) -> dict[str, Any]:
         """Every file the index knows: source → FileRow (status, chunks, reason)."""
-        return self.run("ask", lambda rag: rag.index.files() if rag.index_exists() else {})
+        return self.run("ask", lambda rag: rag.files())
 
     def status(self) -> dict[str, Any]:
         return self.run("ask", lambda rag: rag.status())
@@ -251,9 +243,7 @@ class Engine:
             inside = path.parent == self.docs_dir
             if inside:
                 path.unlink(missing_ok=True)
-            chunks = rag.index.remove_sources([source])
-            rag.index.rebuild_keyword_index()
-            rag.index.write_manifest()
+            chunks = rag.delete([source])
             kept = "" if inside else " (the file itself is outside the documents folder: kept)"
             return f"Deleted {path.name}: {chunks} chunks removed{kept}."
 

@@ -121,6 +121,12 @@ def passage_html(hit: Hit, sid: str, label: str, quote: str = "", extra: str = "
     page = f" · page {ch.page}" if ch.page is not None else ""
     section = f' · <span class="heading">{html.escape(ch.heading)}</span>' if ch.heading else ""
     missing = "" if found or not quote else f"<blockquote>“{html.escape(quote)}”</blockquote>"
+    if hit.also_in:  # near-duplicate copies of this passage, folded into it (dedup.py)
+        names = ", ".join(
+            f'<span title="{html.escape(s)}">{html.escape(Path(s).name)}</span>'
+            for s in hit.also_in
+        )
+        extra += f' <span class="also-in">also in {names}</span>'
     return (
         f'<article class="src" id="{sid}">'
         f'<header><span class="n">[{label}]</span> '

@@ -1,0 +1,210 @@
+"""The LLM answerer: a chat model writes the answer, and every sentence is verified.
+
+The extractive answer is made first. When it refuses (the evidence is weak) the model is not
+asked: it would answer from its own memory. Otherwise the model writes from the numbered
+passages, each sentence is checked against the passage it cites (see `verify`) before it is
+shown, and unsupported sentences are removed (or flagged). When the model fails, is down or
+writes nothing the passages support, the extractive answer is shown with a warning.
+
+With a GGUF file instead of an endpoint, this answerer starts llama-server on first use and
+stops it in `close()`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Generator, Iterator, Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from ..config import AnswerSettings
+from ..errors import LLMError, UsageError
+from ..types import Answer, Hit
+from .base import Embed, EvidenceJudge, refusal
+from .extractive import ExtractiveAnswerer
+from .llm import LLM, build_messages, serving
+from .verify import REFUSAL, Composer, Verifier, complete_sentences
+
+
+class LLMAnswerer:
+    name = "llm"
+
+    def __init__(
+        self,
+        settings: AnswerSettings,
+        embed: Embed,
+        judge: EvidenceJudge | None = None,
+        *,
+        llm: LLM | None = None,
+    ) -> None:
+        """`llm`: the model to use; by default the one `settings` names (`llm_url`, or
+        `llm_gguf`, for which llama-server is started when first needed)."""
+        self.settings = settings
+        self.embed = embed
+        self.extractive = ExtractiveAnswerer(settings, embed, judge)
+        self._llm = llm
+        self._serving: Any = None  # the context of a llama-server this answerer started
+        self._problem: str | None = None  # why the model cannot be had, once known
+        self._lock = threading.Lock()
+
+    @property
+    def llm(self) -> LLM | None:
+        """The model; None (and `problem` says why) when its server cannot be started."""
+        with self._lock:
+            if self._llm is None and self._problem is None:
+                try:
+                    self._llm = self._connect()
+                except (LLMError, UsageError) as e:
+                    self._problem = f"{e}; showing the extractive answer"
+            return self._llm
+
+    def _connect(self) -> LLM | None:
+        served = self.settings
+        if served.llm_gguf and not served.llm_url:
+            self._serving = serving(served)
+            served = self._serving.__enter__()  # starts llama-server; close() stops it
+        return LLM.from_settings(served)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._serving is not None:
+                self._serving.__exit__(None, None, None)
+            self._serving = None
+            if self.settings.llm_gguf and not self.settings.llm_url:
+                self._llm = None  # its server is gone: start another if asked again
+
+    def stream(self, question: str, hits: Sequence[Hit]) -> Iterator[str | Answer]:
+        llm = self.llm
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        embed = _Memo(self.embed)  # the verifier re-reads the sentences the extractor read
+        fallback = self.extractive.answer(question, hits, embed=embed)
+        timings["answer"] = time.perf_counter() - t0
+        if llm is None:
+            problem = [self._problem] if self._problem else []
+            answer = replace(fallback, warnings=[*fallback.warnings, *problem])
+        elif fallback.refused:
+            answer = replace(fallback, mode="llm")  # weak evidence: the model is not asked
+        else:
+            answer = yield from _written(llm, question, hits, fallback, embed, self.settings,
+                                         timings)  # fmt: skip
+            answer.timings = {**timings, **answer.timings}
+            yield answer
+            return
+        answer.timings = timings
+        yield answer.answer
+        yield answer
+
+
+def _written(
+    llm: LLM,
+    question: str,
+    hits: Sequence[Hit],
+    fallback: Answer,
+    embed: Embed,
+    settings: AnswerSettings,
+    timings: dict[str, float],
+) -> Generator[str, None, Answer]:
+    """Stream the LLM's verified sentences; return the Answer (or the fallback)."""
+    verifier = Verifier(hits, embed, question)
+    verifier.prepare()  # so that sentences are checked as fast as they come
+    composer = Composer(hits, settings.unsupported)
+    messages = build_messages(question, hits, settings.max_sentences)
+    warnings: list[str] = []
+    shown = False
+    t0 = time.perf_counter()
+    tokens = _Timed(llm.stream(messages, max_tokens=100 * settings.max_sentences + 100), t0)
+    sentences = complete_sentences(tokens)
+    try:
+        for sentence in sentences:
+            piece = composer.add(verifier.check(sentence))
+            if piece:
+                shown = True
+                yield piece
+            if _enough(composer, settings.max_sentences):
+                break
+    except LLMError as e:
+        if not shown:
+            timings["llm"] = time.perf_counter() - t0
+            return (yield from _fallen_back(fallback, f"{e}; showing the extractive answer"))
+        warnings.append(f"{e} mid-answer; the answer may be incomplete")
+    finally:
+        sentences.close()
+        tokens.close()
+    timings["llm"] = time.perf_counter() - t0
+    if tokens.first is not None:
+        timings["llm_first_token"] = tokens.first
+    result = composer.finish()
+    if result.refused:
+        yield REFUSAL
+        return refusal(question, hits, mode="llm")
+    if not result.supported:
+        return (yield from _fallen_back(
+            fallback, "the LLM's answer had no sentence the passages support; "
+            "showing the extractive answer",
+        ))  # fmt: skip
+    if result.removed:
+        warnings.append(f"removed {_sentences(result.removed)} that the passages do not support")
+    if result.flagged:
+        warnings.append(f"{_sentences(result.flagged)} not supported by the passages "
+                        "(marked [unsupported] or cited as not supported)")  # fmt: skip
+    if result.dropped_citations:
+        warnings.append(f"dropped {result.dropped_citations} citation(s) to passages that "
+                        "were not given")  # fmt: skip
+    return Answer(question, result.text, False, result.citations, "llm", hits=list(hits),
+                  warnings=warnings, evidence=fallback.evidence,
+                  judged=fallback.judged)  # fmt: skip
+
+
+def _fallen_back(fallback: Answer, warning: str) -> Generator[str, None, Answer]:
+    """Show the extractive answer instead, saying why."""
+    yield fallback.answer
+    return replace(fallback, warnings=[*fallback.warnings, warning])
+
+
+def _enough(composer: Composer, max_sentences: int) -> bool:
+    """Stop reading once the answer is full, or the writer keeps writing what is not there."""
+    supported = sum(c.supported for c in composer.claims)
+    return supported >= max_sentences or len(composer.claims) >= 3 * max_sentences
+
+
+def _sentences(n: int) -> str:
+    return f"{n} sentence{'s' if n != 1 else ''}"
+
+
+class _Memo:
+    """An embed function that embeds each distinct text once."""
+
+    def __init__(self, embed: Embed) -> None:
+        self._embed = embed
+        self._vectors: dict[str, np.ndarray] = {}
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        new = [t for t in dict.fromkeys(texts) if t not in self._vectors]
+        if new:
+            self._vectors.update(zip(new, np.asarray(self._embed(new)), strict=True))
+        if not texts:
+            return np.asarray(self._embed([]))
+        return np.stack([self._vectors[t] for t in texts])
+
+
+class _Timed:
+    """Passes the LLM's pieces through, noting when the first one came."""
+
+    def __init__(self, pieces: Iterator[str], t0: float) -> None:
+        self._pieces, self._t0 = pieces, t0
+        self.first: float | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        for piece in self._pieces:
+            if self.first is None:
+                self.first = time.perf_counter() - self._t0
+            yield piece
+
+    def close(self) -> None:
+        close = getattr(self._pieces, "close", None)
+        if close is not None:
+            close()
