@@ -74,7 +74,7 @@ class AnswerSettings:
     # answer is a refusal. Off: on our sets it refused more answerable questions than
     # unanswerable ones at most thresholds (docs/evaluation.md#calibration)
     judge: bool = False
-    min_judge: float = -6.0
+    min_judge: float = -9.0  # fitted on the tune sets by bench/calibrate.py
     llm_url: str | None = None
     llm_model: str | None = None
     llm_gguf: Path | None = None

@@ -21,6 +21,7 @@ from .types import Chunk
 # evals/corpora/pydocs: 90% of the reST chunks reach 0.54 with a chunk of their own HTML page
 # (median 0.78), never more than 0.48 with another page's; 0.50 was two pages' tracebacks
 DUPLICATE = 0.55
+MIN_SHINGLES = 8  # a chunk shorter than this many word trigrams is never folded
 _WORD = re.compile(r"[^\W_]+")
 _MARKUP = re.compile(
     r"``|:[\w:.-]+:`|^\s*\.\. [\w:-]+::|`_{1,2}\b|\*\*|^\s*[=\-~^\"'`#*+]{4,}\s*$", re.M
@@ -76,7 +77,7 @@ def collapse(
     }
     into: dict[str, str] = {}
     for i, g in grams.items():
-        if not g:
+        if len(g) < MIN_SHINGLES:  # "Navigation", "See also": too short to say it is a copy
             continue
         own = chunks[i].source
         for other, u in union.items():

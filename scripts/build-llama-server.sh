@@ -32,9 +32,9 @@ log() { printf '[build-llama-server] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 # --- cache location -------------------------------------------------------
-# cpukey: sha256 of the first "flags"/"Features" line of /proc/cpuinfo
-# (including its trailing newline), first 12 hex digits. Keep in sync with
-# rag/llamacpp.py:cpu_key().
+# cpukey: "x86-64-v3" for the portable build (see above), else sha256 of the
+# first "flags"/"Features" line of /proc/cpuinfo (including its trailing
+# newline), first 12 hex digits. Keep in sync with rag/llamacpp.py:cpu_key().
 cpu_flags_line="$(grep -m1 -E '^(flags|Features)[[:space:]]*:' /proc/cpuinfo 2>/dev/null || true)"
 has_flag() { [[ " ${cpu_flags_line#*:} " == *" $1 "* ]]; }
 if [[ "$(uname -m)" == x86_64 ]] && has_flag avx2 && has_flag fma && has_flag f16c && has_flag bmi2; then
@@ -146,6 +146,8 @@ src="$work/src/llama.cpp"
 #   GGML_NATIVE: OFF for the portable x86-64-v3 build (AVX, AVX2, FMA, F16C, BMI2
 #     on; AVX-512 and AMX off, their defaults), ON (-march=native) otherwise.
 if [[ "$cpukey" == x86-64-v3 ]]; then
+    # flags from the environment (CFLAGS=-march=native) would bring AVX-512/AMX back
+    unset CFLAGS CXXFLAGS
     isa_args=(-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
               -DGGML_BMI2=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF
               -DGGML_AMX_BF16=OFF)

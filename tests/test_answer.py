@@ -203,3 +203,19 @@ def test_judge_settings_from_the_environment() -> None:
         Settings.from_env({"RAG_JUDGE": "maybe"})
     with pytest.raises(UsageError, match="RAG_MIN_JUDGE='low' is not a number"):
         Settings.from_env({"RAG_MIN_JUDGE": "low"})
+
+
+def test_llm_answerer_lifecycle_retries_a_failed_start_and_keeps_a_given_llm(
+    tmp_path: Path,
+) -> None:
+    embed = lambda texts: None  # noqa: E731
+    missing = AnswerSettings(llm_gguf=tmp_path / "none.gguf")
+    a = LLMAnswerer(missing, embed)
+    assert a.llm is None and "no GGUF model at" in (a._problem or "")
+    (tmp_path / "none.gguf").write_bytes(b"")  # still no server, but the start is tried again
+    a.close()
+    assert a._problem is None
+    given = LLM("http://127.0.0.1:9/v1")
+    b = LLMAnswerer(missing, embed, llm=given)
+    b.close()
+    assert b.llm is given  # not the caller's model to throw away

@@ -149,3 +149,11 @@ def test_also_in_is_shown_in_the_app_and_the_cli() -> None:
 
     out = click.testing.CliRunner().invoke(click.command()(lambda: _print_sources(answer)))
     assert "also in: _sources/library/functools.rst.txt" in out.output
+
+
+def test_tiny_chunks_are_never_folded() -> None:
+    chunks = {
+        "a": _chunk("a", "x.html", "Navigation"),
+        "b": _chunk("b", "_sources/y.rst.txt", "**Navigation**"),
+    }
+    assert [g.kept for g in collapse(["b", "a"], chunks)] == ["b", "a"]

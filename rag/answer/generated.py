@@ -47,6 +47,7 @@ class LLMAnswerer:
         self.extractive = ExtractiveAnswerer(settings, embed, judge)
         self._llm = llm
         self._serving: Any = None  # the context of a llama-server this answerer started
+        self._owns_llm = False  # True when `_llm` talks to that server (reset by close())
         self._problem: str | None = None  # why the model cannot be had, once known
         self._lock = threading.Lock()
 
@@ -66,6 +67,7 @@ class LLMAnswerer:
         if served.llm_gguf and not served.llm_url:
             self._serving = serving(served)
             served = self._serving.__enter__()  # starts llama-server; close() stops it
+            self._owns_llm = True
         return LLM.from_settings(served)
 
     def close(self) -> None:
@@ -73,8 +75,10 @@ class LLMAnswerer:
             if self._serving is not None:
                 self._serving.__exit__(None, None, None)
             self._serving = None
-            if self.settings.llm_gguf and not self.settings.llm_url:
+            if self._owns_llm:
                 self._llm = None  # its server is gone: start another if asked again
+            self._owns_llm = False
+            self._problem = None  # a start that failed is tried again when next asked
 
     def stream(self, question: str, hits: Sequence[Hit]) -> Iterator[str | Answer]:
         llm = self.llm
