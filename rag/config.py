@@ -75,6 +75,9 @@ class AnswerSettings:
     # unanswerable ones at most thresholds (docs/evaluation.md#calibration)
     judge: bool = False
     min_judge: float = -9.0  # fitted on the tune sets by bench/calibrate.py
+    # an LLM is shown about this many words of each passage (its best sentences): 5 whole
+    # passages are ~1,600 prompt tokens, 35-50 s of prefill for a 1.5B model on 2 cores
+    passage_words: int = 80
     llm_url: str | None = None
     llm_model: str | None = None
     llm_gguf: Path | None = None
@@ -126,6 +129,8 @@ class Settings:
             s = s.with_(answer={"judge": _flag("RAG_JUDGE", v)})
         if v := get("RAG_MIN_JUDGE"):
             s = s.with_(answer={"min_judge": _number("RAG_MIN_JUDGE", v)})
+        if v := get("RAG_LLM"):
+            s = s.with_(answer=llm_choice("RAG_LLM", v))
         if v := get("RAG_LLM_URL"):
             s = s.with_(answer={"llm_url": v})
         if v := get("RAG_LLM_MODEL"):
@@ -140,6 +145,24 @@ class Settings:
         """A copy with some fields of some groups replaced: `s.with_(retrieve={"k": 10})`."""
         changes = {name: replace(getattr(self, name), **values) for name, values in groups.items()}
         return replace(self, **changes)
+
+
+LLM_NAMES = ("extractive", "local", "local-small")  # "local*": the bundled models (rag.models)
+
+
+def llm_choice(name: str, value: str) -> dict[str, Any]:
+    """The answer settings `--llm VALUE` / `RAG_LLM=VALUE` stand for: extractive (no LLM), or
+    a bundled model, which is started with llama-server when first needed."""
+    from .errors import UsageError
+
+    if value == "extractive":
+        return {"llm_url": None, "llm_gguf": None, "llm_model": None}
+    if value not in LLM_NAMES:
+        raise UsageError(f"{name}={value!r} is not one of {', '.join(LLM_NAMES)}: choose one, "
+                         "or give an endpoint with --llm-url / RAG_LLM_URL")  # fmt: skip
+    from .models import model_path
+
+    return {"llm_url": None, "llm_gguf": model_path(value), "llm_model": None}
 
 
 def _count(name: str, value: str) -> int:

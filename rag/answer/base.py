@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..types import Answer, Hit
+from ..types import Answer, Draft, Hit
 from .verify import REFUSAL
 
 if TYPE_CHECKING:
@@ -35,8 +35,10 @@ class Answerer(Protocol):
         """The chat model behind it (it also rewrites follow-ups), or None."""
         ...
 
-    def stream(self, question: str, hits: Sequence[Hit]) -> Iterator[str | Answer]:
-        """The answer's text as it is produced, then the whole Answer (always last)."""
+    def stream(self, question: str, hits: Sequence[Hit]) -> Iterator[str | Draft | Answer]:
+        """The answer's text as it is produced, then the whole Answer (always last). An
+        answerer that is slow to start may first yield a Draft: a quick answer to show
+        meanwhile, which the text that follows replaces."""
         ...
 
     def close(self) -> None:

@@ -517,6 +517,12 @@ class ExtractiveAnswerer:
 
     def answer(self, question: str, hits: Sequence[Hit], embed: Embed | None = None) -> Answer:
         """The extractive answer, or a refusal when the evidence is weak."""
+        return self.answer_and_extract(question, hits, embed)[0]
+
+    def answer_and_extract(
+        self, question: str, hits: Sequence[Hit], embed: Embed | None = None
+    ) -> tuple[Answer, Extract]:
+        """The answer, and the sentence scores it was chosen by (an LLM prompt reuses them)."""
         s = self.settings
         ex = extract(question, hits, embed or self.embed, max_sentences=s.max_sentences,
                      judge=self.judge)  # fmt: skip
@@ -528,7 +534,7 @@ class ExtractiveAnswerer:
             out = Answer(question, text, False, citations, "extractive", hits=list(hits))
         out.evidence = ex.evidence if ex.chosen else None
         out.judged = ex.judged
-        return out
+        return out, ex
 
     def stream(self, question: str, hits: Sequence[Hit]) -> Iterator[str | Answer]:
         t0 = time.perf_counter()
@@ -553,3 +559,38 @@ def compose(chosen: Sequence[Candidate]) -> tuple[str, list[Citation]]:
             citations[cid].quote += " … " + c.text
         parts.append(f"{c.text} [{citations[cid].n}]")
     return " ".join(parts), list(citations.values())
+
+
+def excerpts(hits: Sequence[Hit], candidates: Sequence[Candidate], words: int) -> list[str]:
+    """Each hit's text cut to its best-scored sentences, about `words` words, in reading order
+    (gaps marked "…"): what an LLM is shown, so that its prompt stays short."""
+    by_chunk: dict[str, list[Candidate]] = {}
+    for c in candidates:
+        by_chunk.setdefault(c.hit.chunk.id, []).append(c)
+    out = []
+    for hit in hits:
+        text = hit.chunk.text.strip()
+        cands = sorted(by_chunk.get(hit.chunk.id, ()), key=lambda c: -c.score)
+        if len(text.split()) <= words:
+            out.append(text)
+            continue
+        if not cands:
+            out.append(" ".join(text.split()[:words]) + " …")
+            continue
+        kept: list[Candidate] = []
+        used = 0
+        for c in cands:
+            n = len(c.text.split())
+            if kept and used + n > words:
+                continue
+            kept.append(c)
+            used += n
+        kept.sort(key=lambda c: c.start)
+        pieces = [kept[0].text]
+        for prev, c in itertools.pairwise(kept):
+            gap = hit.chunk.text[prev.end : c.start]
+            pieces.append(c.text if not gap.strip() else "… " + c.text)
+        lead = "… " if hit.chunk.text[: kept[0].start].strip() else ""
+        tail = " …" if hit.chunk.text[kept[-1].end :].strip() else ""
+        out.append(lead + " ".join(pieces) + tail)
+    return out

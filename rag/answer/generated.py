@@ -22,9 +22,9 @@ import numpy as np
 
 from ..config import AnswerSettings
 from ..errors import LLMError, UsageError
-from ..types import Answer, Hit
+from ..types import Answer, Draft, Hit
 from .base import Embed, EvidenceJudge, refusal
-from .extractive import ExtractiveAnswerer
+from .extractive import ExtractiveAnswerer, excerpts
 from .llm import LLM, build_messages, serving
 from .verify import REFUSAL, Composer, Verifier, complete_sentences
 
@@ -80,12 +80,12 @@ class LLMAnswerer:
             self._owns_llm = False
             self._problem = None  # a start that failed is tried again when next asked
 
-    def stream(self, question: str, hits: Sequence[Hit]) -> Iterator[str | Answer]:
+    def stream(self, question: str, hits: Sequence[Hit]) -> Iterator[str | Draft | Answer]:
         llm = self.llm
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         embed = _Memo(self.embed)  # the verifier re-reads the sentences the extractor read
-        fallback = self.extractive.answer(question, hits, embed=embed)
+        fallback, ex = self.extractive.answer_and_extract(question, hits, embed=embed)
         timings["answer"] = time.perf_counter() - t0
         if llm is None:
             problem = [self._problem] if self._problem else []
@@ -93,8 +93,12 @@ class LLMAnswerer:
         elif fallback.refused:
             answer = replace(fallback, mode="llm")  # weak evidence: the model is not asked
         else:
-            answer = yield from _written(llm, question, hits, fallback, embed, self.settings,
-                                         timings)  # fmt: skip
+            # the model reads each passage's best sentences: a prompt a third as long, and
+            # on 2 cores the first token comes that much sooner
+            shown = excerpts(hits, ex.candidates, self.settings.passage_words)
+            yield Draft(fallback)
+            answer = yield from _written(llm, question, hits, shown, fallback, embed,
+                                         self.settings, timings)  # fmt: skip
             answer.timings = {**timings, **answer.timings}
             yield answer
             return
@@ -107,6 +111,7 @@ def _written(
     llm: LLM,
     question: str,
     hits: Sequence[Hit],
+    shown: Sequence[str],
     fallback: Answer,
     embed: Embed,
     settings: AnswerSettings,
@@ -116,7 +121,7 @@ def _written(
     verifier = Verifier(hits, embed, question)
     verifier.prepare()  # so that sentences are checked as fast as they come
     composer = Composer(hits, settings.unsupported)
-    messages = build_messages(question, hits, settings.max_sentences)
+    messages = build_messages(question, hits, settings.max_sentences, shown)
     warnings: list[str] = []
     shown = False
     t0 = time.perf_counter()
@@ -144,7 +149,7 @@ def _written(
     result = composer.finish()
     if result.refused:
         yield REFUSAL
-        return refusal(question, hits, mode="llm")
+        return replace(refusal(question, hits, mode="llm"), extractive=fallback)
     if not result.supported:
         return (yield from _fallen_back(
             fallback, "the LLM's answer had no sentence the passages support; "
@@ -159,8 +164,8 @@ def _written(
         warnings.append(f"dropped {result.dropped_citations} citation(s) to passages that "
                         "were not given")  # fmt: skip
     return Answer(question, result.text, False, result.citations, "llm", hits=list(hits),
-                  warnings=warnings, evidence=fallback.evidence,
-                  judged=fallback.judged)  # fmt: skip
+                  warnings=warnings, evidence=fallback.evidence, judged=fallback.judged,
+                  extractive=fallback)  # fmt: skip
 
 
 def _fallen_back(fallback: Answer, warning: str) -> Generator[str, None, Answer]:

@@ -43,9 +43,14 @@ _TAG = re.compile(r"<(/?\s*passages?\b)", re.I)
 
 
 def build_messages(
-    question: str, hits: Sequence[Hit], max_sentences: int = 3
+    question: str,
+    hits: Sequence[Hit],
+    max_sentences: int = 3,
+    texts: Sequence[str] | None = None,
 ) -> list[dict[str, str]]:
-    """The chat messages asking `question` about `hits`, numbered [1]..[n] in their order."""
+    """The chat messages asking `question` about `hits`, numbered [1]..[n] in their order.
+
+    `texts`: what to show of each hit (e.g. its best sentences); by default its whole text."""
     blocks = []
     for n, hit in enumerate(hits, start=1):
         c = hit.chunk
@@ -55,7 +60,7 @@ def build_messages(
             where += f" — {c.heading}"
         # a document can neither close its own passage nor the list and write outside them
         where = _TAG.sub(r"&lt;\1", where.replace('"', "'"))
-        text = _TAG.sub(r"&lt;\1", c.text.strip())
+        text = _TAG.sub(r"&lt;\1", (c.text if texts is None else texts[n - 1]).strip())
         blocks.append(f'<passage n="{n}" source="{where}">\n{text}\n</passage>')
     user = "<passages>\n" + "\n".join(blocks) + f"\n</passages>\n\nQuestion: {question.strip()}"
     system = SYSTEM_PROMPT.format(max_sentences=max_sentences)
@@ -199,9 +204,12 @@ def serving(settings: AnswerSettings) -> Iterator[AnswerSettings]:
         yield settings
         return
     from ..llamacpp import LlamaServer
+    from ..models import find_model, which
 
     gguf = Path(settings.llm_gguf).expanduser()
-    if not gguf.is_file():
+    if (bundled := which(gguf)) is not None:
+        gguf = find_model(bundled.name)  # not installed: says how to install it
+    elif not gguf.is_file():
         raise UsageError(f"no GGUF model at {gguf}: give the path of a .gguf file")
     try:
         server = LlamaServer(gguf).start()

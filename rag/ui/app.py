@@ -11,7 +11,7 @@ import gradio as gr
 
 from ..config import MODES
 from ..errors import IndexMissing, RagError
-from ..types import Answer, IngestReport
+from ..types import Answer, Draft, IngestReport
 from . import render
 from .assets import COPY_JS, CSS, HEAD
 from .engine import Engine, LLMChoice, check_llm
@@ -24,11 +24,10 @@ ENDPOINT = "LLM endpoint"
 
 def build_app(engine: Engine) -> gr.Blocks:
     s = engine.settings
-    backends = [EXTRACTIVE, ENDPOINT]
-    local = f"Local model ({Path(s.answer.llm_gguf).name})" if s.answer.llm_gguf else None
-    if local:
-        backends.append(local)
-    default_backend = ENDPOINT if s.answer.llm_url else local or EXTRACTIVE
+    local = local_models(s.answer.llm_gguf)
+    backends = [EXTRACTIVE, *local, ENDPOINT]
+    configured = next((name for name, p in local.items() if p == s.answer.llm_gguf), None)
+    default_backend = ENDPOINT if s.answer.llm_url else configured or EXTRACTIVE
 
     with gr.Blocks(title="rag — ask your documents", analytics_enabled=False) as demo:
         header = gr.Markdown("## rag — ask your documents", elem_id="header")
@@ -179,7 +178,7 @@ def build_app(engine: Engine) -> gr.Blocks:
                 gr.Warning("Type a question first.")
                 yield (gr.skip(),) * 6
                 return
-            llm = _llm_choice(backend_, url, model, s.answer.llm_gguf)
+            llm = _llm_choice(backend_, url, model, local)
             msgs = [
                 *msgs,
                 {"role": "user", "content": render.plain(q)},
@@ -192,6 +191,10 @@ def build_app(engine: Engine) -> gr.Blocks:
                 for piece in engine.ask_stream(q, k=int(k_), mode=mode_, llm=llm, history=hist):
                     if isinstance(piece, Answer):
                         answer = piece
+                        continue
+                    if isinstance(piece, Draft):  # the quoted answer, at once
+                        msgs[-1] = {"role": "assistant", "content": render.draft_html(piece.answer)}
+                        yield gr.skip(), msgs, gr.skip(), gr.skip(), gr.skip(), gr.skip()
                         continue
                     text += piece
                     msgs[-1] = {"role": "assistant", "content": render.streaming_text(text)}
@@ -389,14 +392,26 @@ def launch(demo: gr.Blocks, host: str, port: int, max_file_mb: float) -> str:
 # --- helpers ---------------------------------------------------------------------------
 
 
-def _llm_choice(backend: str, url: str, model: str, gguf: Path | None) -> LLMChoice:
+def local_models(configured: Path | None) -> dict[str, Path]:
+    """The local models the app offers, by label: the bundled ones that are installed
+    (`rag models install`), and the GGUF the app was started with."""
+    from .. import models
+
+    out = {f"Local: {m.title}": models.model_path(m.name)
+           for m in models.MODELS.values() if models.installed(m.name)}  # fmt: skip
+    if configured is not None and Path(configured) not in out.values():
+        out[f"Local model ({Path(configured).name})"] = Path(configured)
+    return out
+
+
+def _llm_choice(backend: str, url: str, model: str, local: dict[str, Path]) -> LLMChoice:
     if backend == ENDPOINT:
         if not url.strip():
             gr.Warning("No endpoint URL is set: answering extractively.")
             return LLMChoice()
         return LLMChoice(url=url.strip(), model=model.strip() or None)
-    if backend.startswith("Local model") and gguf:
-        return LLMChoice(gguf=str(gguf))
+    if backend in local:
+        return LLMChoice(gguf=str(local[backend]))
     return LLMChoice()
 
 

@@ -29,7 +29,7 @@ from ..config import Mode, Settings
 from ..errors import RagError, UsageError
 from ..pipeline import Rag
 from ..rerank import LazyReranker
-from ..types import Answer, IngestReport
+from ..types import Answer, Draft, IngestReport
 
 T = TypeVar("T")
 Progress = Callable[[str, int, int], None]
@@ -139,7 +139,7 @@ class Engine:
         mode: Mode,
         llm: LLMChoice,
         history: Sequence[dict[str, str]] = (),
-    ) -> Iterator[str | Answer]:
+    ) -> Iterator[str | Draft | Answer]:
         """The answer's text pieces as they come, then the Answer (as `Rag.ask_stream`)."""
         if not question.strip():
             raise UsageError("the question is empty: type a question")

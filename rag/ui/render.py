@@ -50,6 +50,15 @@ def _notes(answer: Answer) -> str:
     return "".join(f"\n\n<small>{n}</small>" for n in notes)
 
 
+WRITING = "Quoted from the passages while the model writes its answer…"
+
+
+def draft_html(answer: Answer) -> str:
+    """The quick extractive answer, shown until the model's verified sentences come."""
+    return (f'<div class="draft">{_escape_markdown(answer.answer)}\n\n'
+            f"<small>✍ {WRITING}</small></div>")  # fmt: skip
+
+
 def streaming_text(pieces: str) -> str:
     """The answer while it streams in: plain text, citations not linked yet."""
     return _escape_markdown(pieces) + " ▍"
