@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -805,10 +807,21 @@ class _progress:
             bar.close()
 
 
+class Terminated(SystemExit):
+    """SIGTERM (`kill`): unwinds like an exit, through every `with` and `finally`, so what was
+    finished is kept and a llama-server we started is stopped; no prompt catches it."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated(143)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one-line errors, exit codes, no traceback unless --debug."""
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         cli.main(args=args, prog_name="rag", standalone_mode=False)
         return 0
@@ -831,6 +844,9 @@ def main(argv: list[str] | None = None) -> int:
         click.echo("interrupted: the index keeps what was finished; run the same command to "
                    "complete it", err=True)  # fmt: skip
         return 130
+    except Terminated:
+        click.echo("terminated: the index keeps what was finished", err=True)
+        return 143
     except BrokenPipeError:
         return 0
     except Exception as e:

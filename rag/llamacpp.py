@@ -214,6 +214,15 @@ class LlamaServer:
                 self.command(port), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
             )
         _live.add(self)
+        try:
+            self._wait_ready(t0)
+        except BaseException:  # Ctrl-C or SIGTERM while it loads: it must not outlive us
+            if self.running:
+                self.stop(keep_log=True)
+            raise
+
+    def _wait_ready(self, t0: float) -> None:
+        assert self.process is not None
         deadline = t0 + self.startup_timeout
         while True:
             code = self.process.poll()

@@ -567,3 +567,40 @@ def test_serve_llm_on_a_port_in_use_says_so_in_one_line(llama: str) -> None:
     err = p.stderr.strip()
     assert len(err.splitlines()) == 1 and f"port {port}" in err and "in use" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.slow
+@pytest.mark.llm
+@pytest.mark.parametrize("when", ["while-it-loads", "between-questions"])
+def test_killing_rag_stops_the_llama_server_it_started(seeds_index: Path, when: str) -> None:
+    _, gguf = llm_requirements()
+    cmd = [sys.executable, "-m", "rag", "--index", str(seeds_index), "chat", "--llm-gguf",
+           str(gguf)]  # fmt: skip
+    p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert p.stdin is not None and p.stdout is not None and p.stderr is not None
+    try:
+        p.stdin.write(JAPAN + "\n")
+        p.stdin.flush()  # stdin stays open: chat waits for the next question
+        deadline = time.monotonic() + 120
+        server = None
+        while server is None:  # its llama-server starts at the first question
+            assert p.poll() is None and time.monotonic() < deadline
+            kids = subprocess.run(["pgrep", "-P", str(p.pid), "llama-server"],
+                                  capture_output=True, text=True).stdout.split()  # fmt: skip
+            server = int(kids[0]) if kids else None
+            time.sleep(0.1)
+        if when == "between-questions":
+            while "Sources" not in p.stdout.readline():  # the first answer is done
+                assert time.monotonic() < deadline + 180
+        p.terminate()  # SIGTERM, as `kill` sends
+        assert p.wait(timeout=60) == 143
+        assert "terminated" in p.stderr.read()
+        for _ in range(100):
+            if not Path(f"/proc/{server}").exists():
+                break
+            time.sleep(0.1)
+        assert not Path(f"/proc/{server}").exists(), "llama-server outlived rag"
+    finally:
+        if p.poll() is None:
+            p.kill()

@@ -238,3 +238,47 @@ def test_extractive_answers_pass_verification(embed, hits) -> None:
         out = verify(answer.answer, hits, embed)
         assert out.removed == 0 and out.supported >= 1
         assert out.text == answer.answer
+
+
+# --- the relevance judge on (claim, quotes) ------------------------------------------------
+
+
+class _Judge:
+    """Scores (claim, window) by a table; records what it read."""
+
+    def __init__(self, scores: dict[str, float]) -> None:
+        self.scores, self.read = scores, []
+
+    def logits(self, question: str, passages: list[str]) -> list[float]:
+        self.read += [(question, p) for p in passages]
+        return [self.scores.get(question, 0.0) for _ in passages]
+
+
+def test_the_judge_vetoes_a_claim_the_words_support(hits: list[Hit], embed: Any) -> None:
+    claim = "Alpha received 2.5 million euros from the Horizon programme [1]."
+    low = _Judge({strip_citations(claim): -7.5})
+    c = Verifier(hits, embed, judge=low, min_judge=-6.0).check(claim)
+    assert not c.supported and c.support is not None and c.support.judged == -7.5
+    # it read the claim against the passage's heading and the quoted sentence
+    q, window = low.read[0]
+    assert q == strip_citations(claim) and window.startswith("Alpha Project\n")
+    assert "2.5 million euros" in window
+    # at the bar it holds (>=), and without a judge only the word checks count
+    at_bar = Verifier(hits, embed, judge=_Judge({q: -6.0}), min_judge=-6.0).check(claim)
+    assert at_bar.supported and at_bar.support.judged == -6.0
+    plain = Verifier(hits, embed).check(claim)
+    assert plain.supported and plain.support.judged is None
+
+
+def test_the_judge_is_not_asked_about_claims_the_words_refuse(hits: list[Hit], embed: Any) -> None:
+    judge = _Judge({})
+    c = Verifier(hits, embed, judge=judge, min_judge=-6.0).check(
+        "Alpha received 9 million euros from the Horizon programme [1]."
+    )
+    assert not c.supported and judge.read == []  # the number is not there: no model call
+
+
+def test_an_uncited_claim_is_judged_too(hits: list[Hit], embed: Any) -> None:
+    claim = "Alpha received 2.5 million euros from the Horizon programme."
+    c = Verifier(hits, embed, judge=_Judge({claim: -7.5}), min_judge=-6.0).check(claim)
+    assert not c.supported and c.support is not None and c.support.judged == -7.5

@@ -561,16 +561,18 @@ def compose(chosen: Sequence[Candidate]) -> tuple[str, list[Citation]]:
     return " ".join(parts), list(citations.values())
 
 
-def excerpts(hits: Sequence[Hit], candidates: Sequence[Candidate], words: int) -> list[str]:
-    """Each hit's text cut to its best-scored sentences, about `words` words, in reading order
-    (gaps marked "…"): what an LLM is shown, so that its prompt stays short."""
+def excerpts(hits: Sequence[Hit], ex: Extract, words: int) -> list[str]:
+    """Each hit's text cut to about `words` words, in reading order (gaps marked "…"): the
+    sentences the extractive answer chose, then the best-scored others. What an LLM is shown,
+    so that its prompt stays short."""
+    order = {id(c): i for i, c in enumerate(ex.chosen)}  # the answer's own order
     by_chunk: dict[str, list[Candidate]] = {}
-    for c in candidates:
+    for c in sorted(ex.candidates, key=lambda c: (order.get(id(c), len(order)), -c.score)):
         by_chunk.setdefault(c.hit.chunk.id, []).append(c)
     out = []
     for hit in hits:
         text = hit.chunk.text.strip()
-        cands = sorted(by_chunk.get(hit.chunk.id, ()), key=lambda c: -c.score)
+        cands = by_chunk.get(hit.chunk.id, [])
         if len(text.split()) <= words:
             out.append(text)
             continue

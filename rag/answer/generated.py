@@ -95,10 +95,11 @@ class LLMAnswerer:
         else:
             # the model reads each passage's best sentences: a prompt a third as long, and
             # on 2 cores the first token comes that much sooner
-            shown = excerpts(hits, ex.candidates, self.settings.passage_words)
+            shown = excerpts(hits, ex, self.settings.passage_words)
             yield Draft(fallback)
             answer = yield from _written(llm, question, hits, shown, fallback, embed,
-                                         self.settings, timings)  # fmt: skip
+                                         self.extractive.judge, self.settings,
+                                         timings)  # fmt: skip
             answer.timings = {**timings, **answer.timings}
             yield answer
             return
@@ -114,11 +115,13 @@ def _written(
     shown: Sequence[str],
     fallback: Answer,
     embed: Embed,
+    judge: EvidenceJudge | None,
     settings: AnswerSettings,
     timings: dict[str, float],
 ) -> Generator[str, None, Answer]:
     """Stream the LLM's verified sentences; return the Answer (or the fallback)."""
-    verifier = Verifier(hits, embed, question)
+    # with the judge on, the cross-encoder must also find each claim's quotes relevant
+    verifier = Verifier(hits, embed, question, judge=judge, min_judge=settings.min_judge)
     verifier.prepare()  # so that sentences are checked as fast as they come
     composer = Composer(hits, settings.unsupported)
     messages = build_messages(question, hits, settings.max_sentences, shown)

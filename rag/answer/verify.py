@@ -17,14 +17,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from ..chunking import split_sentences
 from ..text import WORD, content_terms
 from ..types import Citation, Hit
+
+if TYPE_CHECKING:
+    from .base import EvidenceJudge
 
 Embed = Callable[[Sequence[str]], Any]  # texts → L2-normalised vectors (Embedder.embed)
 
@@ -136,10 +139,15 @@ class Support:
     similarity: float  # the best cosine of the claim and one of their sentences
     numbers_ok: bool  # every number the claim states is in the passages
     names_ok: bool  # every capitalised word past the first is in the passages
+    # the cross-encoder's logit for (claim, its quotes), when a judge checked it, and the bar
+    judged: float | None = None
+    min_judge: float | None = None
 
     @property
     def ok(self) -> bool:
         if not (self.numbers_ok and self.names_ok):
+            return False
+        if self.judged is not None and self.min_judge is not None and self.judged < self.min_judge:
             return False
         return self.coverage >= MIN_COVERAGE or (
             self.coverage >= MIN_COVERAGE_WITH_MEANING and self.similarity >= MIN_SIMILARITY
@@ -169,8 +177,19 @@ class Claim:
 class Verifier:
     """Checks sentences against a fixed list of passages; passage sentences embedded once."""
 
-    def __init__(self, hits: Sequence[Hit], embed: Embed, question: str = "") -> None:
+    def __init__(
+        self,
+        hits: Sequence[Hit],
+        embed: Embed,
+        question: str = "",
+        *,
+        judge: EvidenceJudge | None = None,
+        min_judge: float = 0.0,
+    ) -> None:
+        """`judge`: a relevance model that must also find each claim's quotes relevant to
+        it (logit >= `min_judge`), after the word, number and name checks hold."""
         self.hits = list(hits)
+        self._judge, self._min_judge = judge, min_judge
         self._question = set(content_terms(question))
         self._embed = embed
         # sentences that give orders to the reader are the documents' data, never support
@@ -207,14 +226,29 @@ class Verifier:
         tries = [(n - 1,) for n in cited]
         if len(cited) > 1:
             tries.append(tuple(n - 1 for n in cited))
-        own = [self._support(idx, claim) for idx in tries]
+        own = [self._judged(text, self._support(idx, claim)) for idx in tries]
         for sup in own:
             if sup.ok:
                 return Claim(text, cited, dropped, sup)
         # else the best-ranked passage that holds it (overlapping chunks often both do)
         others = [self._support((i,), claim) for i in range(len(self.hits))]
-        best = next((s for s in others if s.ok), None) or max(own or others, key=_strength)
-        return Claim(text, cited, dropped, best)
+        for i, sup in enumerate(others):
+            others[i] = sup = self._judged(text, sup)
+            if sup.ok:
+                return Claim(text, cited, dropped, sup)
+        return Claim(text, cited, dropped, max(own or others, key=_strength))
+
+    def _judged(self, claim: str, sup: Support) -> Support:
+        """`sup` with the judge's logit for (claim, the passage heading + its quotes); asked
+        only when the word, number and name checks hold."""
+        if self._judge is None or not sup.ok:
+            return sup
+
+        ctx = " ".join(self.hits[i].chunk.context() for i in sup.passages).strip()
+        window = " ".join(q for q in sup.quotes if q)
+        window = f"{ctx}\n{window}" if ctx else window
+        logit = self._judge.logits(claim, [window])[0]
+        return replace(sup, judged=float(logit), min_judge=self._min_judge)
 
     def _support(self, idx: tuple[int, ...], c: _ClaimFeatures) -> Support:
         terms = set().union(*(self._terms[i] for i in idx))
