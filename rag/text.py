@@ -27,7 +27,7 @@ STOPWORDS = frozenset(
 QUESTION_WORDS = frozenset(
     "what how why who whom whose when where which whether".split()  # noqa: SIM905
 )
-# a word, with inner apostrophes, dots and hyphens ("U.S.", "co-developer", "Korea's")
+# a word, with inner apostrophes, dots and hyphens ("U.S.", "co-op", "Italy's")
 WORD = re.compile(r"[\w$€£¥%]+(?:[.'’-][\w]+)*", re.U)
 
 

@@ -1,8 +1,8 @@
-"""Follow-up questions ("and Japan?", "what about its funding?") made standalone for retrieval.
+"""Follow-up questions ("and Spain?", "what about its funding?") made standalone for retrieval.
 
 A rule decides whether a question is a follow-up, and rewrites it:
   - "and X?" / "what about X?" where X is a name: X takes the place of the previous
-    question's first name ("What did Korea pledge…?" + "and Japan?" → "What did Japan pledge…?");
+    question's first name ("What did Italy spend…?" + "and Spain?" → "What did Spain spend…?");
   - "its"/"their"/… with no name of its own: the previous question's first name owns it;
   - any other follow-up without a subject of its own (a pronoun, or at most two content
     words and no name): the previous question's content words are added in parentheses.
@@ -118,7 +118,7 @@ def _names(text: str, skip_first: bool) -> list[str]:
             continue
         if phrase.lower() in STOPWORDS or phrase.lower() in QUESTION_WORDS:
             continue
-        if m.start() == 0 and skip_first:  # "What Korea…" is not a name; "Mutual Defense" is
+        if m.start() == 0 and skip_first:  # "What Italy…" is not a name; "Mutual Defense" is
             first, _, tail = phrase.partition(" ")
             if first.lower() in STOPWORDS | QUESTION_WORDS:
                 phrase = tail

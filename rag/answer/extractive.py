@@ -114,7 +114,7 @@ def expected(question: str) -> Expect:
     if re.search(r"^\s*when\b(?!\s+(?:is|are|does|do)\b)|\bwhen (?:did|was|were|will|had|has)\b"
                  r"|\b(?:what|which) (?:years?|month)\b|\bsince when\b", q):  # fmt: skip
         return Expect("date")
-    if re.search(  # "which U.S. president…", not "what did President Trump call for…"
+    if re.search(  # "which French president…", not "what did President Macron sign…"
         rf"\b(?:which|what)(?: (?!{_AUXILIARY}\b)[\w.-]+)? (?:{_PERSON_NOUNS})\b"
         r"|\bname of\b|\bwho is the\b",
         q,
@@ -242,12 +242,12 @@ def extract(
     total_w = sum(weights.values()) or 1.0
 
     subject = question_subject(question)
-    # a subject the passages never name ("Tokyo" for Japan) cannot be checked
+    # a subject the passages never name (a capital city for its country) cannot be checked
     used = bool(subject) and any(
         subject.casefold() in h.chunk.text.casefold() for h in hits[:passages]
     )
     parts = question_parts(question)
-    predicate = without_subjects(question)  # "…each suggest Korea lean on?" for two subjects
+    predicate = without_subjects(question)  # "…each suggest Italy rely on?" for two subjects
     asked = [*parts, *([predicate] if predicate else [])]
     vecs = np.asarray(embed([question, *asked, *(c.text for c in cands)]))  # type: ignore[operator]
     qv, sv = vecs[0], vecs[1 + len(asked) :]
@@ -262,7 +262,7 @@ def extract(
         c.typed = expect.satisfied(c.text, question) and not c.other
         c.score = 0.6 * c.dense + 0.4 * c.overlap + 0.04 / c.hit.rank
     ranked = sorted(cands, key=lambda c: -c.score)
-    # a sentence about someone else sets no bar: "Japan pledged…" for "did Korea pledge?"
+    # a sentence about someone else sets no bar: "Spain spent…" for "did Italy spend?"
     top = next((c for c in ranked if not c.other), ranked[0])
     # The sentence most about the question must hold the kind of fact asked for (a number,
     # a date, a name), or one nearly as relevant must: otherwise the documents discuss the
@@ -271,7 +271,7 @@ def extract(
     if best is None:
         return Extract([], 0.0, expect, ranked, missing=expect.kind)
     chosen = [best]
-    # "What did Trump say…, and what does she want…?": the best sentence for each part
+    # "What did the mayor say…, and what does she want…?": the best sentence for each part
     per_part: list[Candidate] = []
     for part, vec in zip(parts, part_vecs, strict=True):
         part_score = _fit(part, vec, cands, sv, weights)
@@ -283,12 +283,12 @@ def extract(
     covered = set().union(*(c.covers for c in chosen))
     plural = _asks_for_several(question)
     if plural and _names_two_subjects(question) and len(chosen) < max_sentences:
-        # "How do Kim and Draudt-Véjares each…": the best answer from another document too
+        # "How do Smith and Jones each…": the best answer from another document too
         docs = {o.hit.chunk.source for o in chosen}
         others = [c for c in ranked if c.hit.chunk.source not in docs and c.typed]
         if predicate_vec is not None and others:
-            # what is asked of the second subject, not who it is: "the Carnegie interview"
-            # matches her biography; "which multilateral forums" matches her answer
+            # what is asked of the second subject, not who it is: "the interview" matches
+            # the interviewee's biography; "which treaties" matches her answer
             fit = _fit(predicate, predicate_vec, cands, sv, weights)
             others.sort(key=lambda c: -fit[id(c)])
         other = others[0] if others else None
@@ -362,15 +362,15 @@ _LEADING_NAME = re.compile(r"^\s*((?:[A-Z][\w.’'-]*\s+){0,2}?[A-Z][\w.’'-]*)
 
 
 def question_subject(question: str) -> str:
-    """The name the question asks about as its subject: "How much did Korea pledge…" →
-    "Korea"; "" when the subject is not a name ("What did the essay say…")."""
+    """The name the question asks about as its subject: "How much did Italy spend…" →
+    "Italy"; "" when the subject is not a name ("What did the report say…")."""
     m = _ASKED_SUBJECT.search(question[:_MAX_QUESTION])
-    return re.sub(r"[’']s$", "", m.group(1)) if m else ""  # "Was Japan's pledge…" → Japan
+    return re.sub(r"[’']s$", "", m.group(1)) if m else ""  # "Was Italy's budget…" → Italy
 
 
 def _other_subject(sentence: str, subject: str, used: bool) -> bool:
-    """The sentence opens with another name and never mentions the asked subject ("Japan
-    pledged $550 billion…" for "How much did Korea pledge?"): it answers for someone else."""
+    """The sentence opens with another name and never mentions the asked subject ("Spain
+    spent 2 billion…" for "How much did Italy spend?"): it answers for someone else."""
     if not subject or not used or subject.casefold() in sentence.casefold():
         return False
     m = _LEADING_NAME.match(sentence)
@@ -408,8 +408,8 @@ def _side(words: Iterable[str], most: int = 4) -> list[str]:
 
 
 def without_subjects(question: str) -> str:
-    """The question without the two subjects of "X and Y each…" ("Which forums do the EU
-    essay and the Carnegie interview each suggest…" → "Which forums do each suggest…"), or
+    """The question without the two subjects of "X and Y each…" ("Which treaties do the
+    report and the interview each cite…" → "Which treaties do each cite…"), or
     "" when it names no two subjects, or nothing but the subjects is left to match on.
 
     A subject is at most three words and never takes in the question word or the verb
