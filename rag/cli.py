@@ -304,8 +304,10 @@ def _stream_answer(rag: Any, question: str, **kwargs: Any) -> Any:
     from .types import Draft
 
     answer = None
+    streamed = ""
     for piece in rag.ask_stream(question, **kwargs):
         if isinstance(piece, str):
+            streamed += piece
             click.echo(piece, nl=False)
             sys.stdout.flush()
         elif isinstance(piece, Draft):
@@ -316,6 +318,9 @@ def _stream_answer(rag: Any, question: str, **kwargs: Any) -> Any:
             answer = piece
     click.echo()
     assert answer is not None
+    if " ".join(answer.answer.split()) != " ".join(streamed.split()):
+        # the answer shown in the end is another (the quoted one was kept): say it again
+        click.echo(f"\n{answer.answer}")
     _print_sources(answer)
     return answer
 

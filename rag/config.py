@@ -75,6 +75,9 @@ class AnswerSettings:
     # unanswerable ones at most thresholds (docs/evaluation.md#calibration)
     judge: bool = False
     min_judge: float = -9.0  # fitted on the tune sets by bench/calibrate.py
+    # with an LLM: the cross-encoder reads the question with the model's verified answer and
+    # with the quoted one, and the closer is shown (no threshold to tune: the higher logit)
+    pick: bool = True
     # an LLM is shown about this many words of each passage (its best sentences): 5 whole
     # passages are ~1,600 prompt tokens, 35-50 s of prefill for a 1.5B model on 2 cores
     passage_words: int = 80
@@ -127,6 +130,8 @@ class Settings:
             s = s.with_(answer={"rerank": _count("RAG_ANSWER_RERANK", v)})
         if v := get("RAG_JUDGE"):
             s = s.with_(answer={"judge": _flag("RAG_JUDGE", v)})
+        if v := get("RAG_PICK"):
+            s = s.with_(answer={"pick": _flag("RAG_PICK", v)})
         if v := get("RAG_MIN_JUDGE"):
             s = s.with_(answer={"min_judge": _number("RAG_MIN_JUDGE", v)})
         if v := get("RAG_LLM"):

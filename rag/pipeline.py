@@ -261,8 +261,8 @@ class Rag:
         from .answer import make_answerer
 
         a = answer or self.settings.answer
-        judge = self.reranker if a.judge else None
-        return make_answerer(a, self.embedder.embed, judge, **kwargs)
+        # the cross-encoder, loaded when first used: the answerers use it as `a` says
+        return make_answerer(a, self.embedder.embed, self.reranker, **kwargs)
 
     def ask(self, question: str, **kwargs: Any) -> Answer:
         """Answer `question` (see ask_stream). Never raises for a question the documents

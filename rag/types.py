@@ -117,6 +117,8 @@ class Answer:
     judged: float | None = None
     # an LLM's answer: the extractive answer that was shown first (and that a fallback shows)
     extractive: Answer | None = None
+    # with an LLM: the relevance model's logits for (the model's answer, the quoted answer)
+    picked: tuple[float, float] | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -136,6 +138,9 @@ class Answer:
             out["evidence"] = round(self.evidence, 3)
         if self.judged is not None:
             out["judged"] = round(self.judged, 3)
+        if self.picked is not None:
+            w, q = self.picked
+            out["picked"] = {"written": round(w, 3), "quoted": round(q, 3)}
         if self.extractive is not None:
             x = self.extractive
             out["extractive"] = {"answer": x.answer, "refused": x.refused,

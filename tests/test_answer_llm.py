@@ -66,9 +66,19 @@ def ask(rag: Rag, question: str, fake: FakeLLM, **llm: Any) -> Answer:
     return rag.ask(question, llm=LLM(fake.url, **{"max_retries": 0, **llm}))
 
 
+# These tests check what is done with what a model writes, so the cross-encoder's choice
+# between the written and the quoted answer (AnswerSettings.pick) is off but where tested.
+NO_PICK = {"pick": False}
+
+
+@pytest.fixture(scope="module")
+def seeds_rag(seeds_index: Path) -> Rag:
+    return Rag(settings_for(seeds_index, answer=NO_PICK))
+
+
 @pytest.fixture(scope="module")
 def flag_rag(seeds_index: Path) -> Rag:
-    return Rag(settings_for(seeds_index, answer={"unsupported": "flag"}))
+    return Rag(settings_for(seeds_index, answer={"unsupported": "flag", **NO_PICK}))
 
 
 # --- answers and citations ---------------------------------------------------------------
@@ -272,7 +282,7 @@ def planted_rag(tmp_path_factory: pytest.TempPathFactory) -> Rag:
         "It builds solar-powered water pumps for small farms.\n"
     )
     (docs / "pumps-log.txt").write_text(PLANTED)
-    rag = Rag(settings_for(tmp_path_factory.mktemp("planted_index")))
+    rag = Rag(settings_for(tmp_path_factory.mktemp("planted_index"), answer=NO_PICK))
     rag.ingest([docs])
     return rag
 
@@ -324,7 +334,9 @@ def test_cli_json_has_mode_and_verified_citations(seeds_index: Path) -> None:
     with FakeLLM(
         citing(("Japan pledged $550 billion", FACT), ("It also sent 40 pandas", FACT))
     ) as fake:
-        r = run_rag("ask", "--llm-url", fake.url, "--json", JAPAN, index=seeds_index)
+        r = run_rag(
+            "ask", "--llm-url", fake.url, "--json", JAPAN, index=seeds_index, env={"RAG_PICK": "0"}
+        )
     assert r.code == 0, r.err
     out = json.loads(r.out)
     assert out["mode"] == "llm" and out["answer"] == "Japan pledged $550 billion. [1]"
@@ -337,7 +349,7 @@ def test_cli_streams_then_notes_removals_on_stderr(seeds_index: Path) -> None:
     with FakeLLM(
         citing(("Japan pledged $550 billion", FACT), ("It also sent 40 pandas", FACT))
     ) as fake:
-        r = run_rag("ask", "--llm-url", fake.url, JAPAN, index=seeds_index)
+        r = run_rag("ask", "--llm-url", fake.url, JAPAN, index=seeds_index, env={"RAG_PICK": "0"})
     assert r.code == 0, r.err
     assert r.out.startswith("Japan pledged $550 billion. [1]\n")
     assert "Sources:\n  [1] " in r.out and "pandas" not in r.out
@@ -604,3 +616,58 @@ def test_killing_rag_stops_the_llama_server_it_started(seeds_index: Path, when: 
     finally:
         if p.poll() is None:
             p.kill()
+
+
+# --- the relevance model picks the written or the quoted answer ---------------------------
+
+
+class _Relevance:
+    """A judge by table: the logit of (question, text) for texts that start with a key."""
+
+    def __init__(self, scores: dict[str, float]) -> None:
+        self.scores = scores
+        self.asked: list[list[str]] = []
+
+    def logits(self, question: str, passages: list[str]) -> list[float]:
+        self.asked.append(list(passages))
+        return [next((v for k, v in self.scores.items() if p.startswith(k)), 0.0) for p in passages]
+
+
+def _picking(seeds_rag: Rag, relevance: _Relevance, fake: FakeLLM) -> Answer:
+    from rag.answer.generated import LLMAnswerer
+    from rag.config import AnswerSettings
+
+    answerer = LLMAnswerer(AnswerSettings(), seeds_rag.embedder.embed, relevance,
+                           llm=LLM(fake.url, max_retries=0))  # fmt: skip
+    hits = seeds_rag.search(JAPAN, k=5, rerank=0)
+    *_, answer = answerer.stream(JAPAN, hits)
+    assert isinstance(answer, Answer)
+    return answer
+
+
+def test_the_quoted_answer_is_kept_when_it_is_closer_to_the_question(seeds_rag: Rag) -> None:
+    # both true, but the written one does not say how much
+    written = "The United States took the lead in selecting investment destinations"
+    relevance = _Relevance({written: -4.0, "Japan pledged $550 billion": 6.5})
+    with FakeLLM(citing((written, "took the lead in selecting investment"))) as fake:
+        answer = _picking(seeds_rag, relevance, fake)
+    assert relevance.asked and "[" not in " ".join(relevance.asked[0])  # read without [n]
+    assert answer.picked == (-4.0, 6.5)
+    assert answer.mode == "extractive" and answer.answer.startswith("Japan pledged $550 billion")
+    assert any("kept the quoted answer" in x and "(6.5 vs -4.0)" in x for x in answer.warnings)
+
+
+def test_the_written_answer_is_shown_when_it_is_as_close(seeds_rag: Rag) -> None:
+    relevance = _Relevance({"Japan pledged $550 billion": 3.0})  # a tie goes to the model
+    with FakeLLM(citing(("Japan pledged $550 billion", FACT))) as fake:
+        answer = _picking(seeds_rag, relevance, fake)
+    assert answer.mode == "llm" and answer.picked == (3.0, 3.0)
+    assert answer.to_json()["picked"] == {"written": 3.0, "quoted": 3.0}
+    assert not any("kept the quoted" in x for x in answer.warnings)
+
+
+def test_a_refusal_by_the_model_is_not_second_guessed(seeds_rag: Rag) -> None:
+    relevance = _Relevance({"Japan pledged": 9.0})
+    with FakeLLM(Reply("The documents do not say.")) as fake:
+        answer = _picking(seeds_rag, relevance, fake)
+    assert answer.refused and answer.mode == "llm" and relevance.asked == []

@@ -513,7 +513,7 @@ class ExtractiveAnswerer:
     ) -> None:
         self.settings = settings
         self.embed = embed
-        self.judge = judge
+        self.judge = judge if settings.judge else None  # the cross-encoder, when switched on
 
     def answer(self, question: str, hits: Sequence[Hit], embed: Embed | None = None) -> Answer:
         """The extractive answer, or a refusal when the evidence is weak."""

@@ -26,7 +26,7 @@ from ..types import Answer, Draft, Hit
 from .base import Embed, EvidenceJudge, refusal
 from .extractive import ExtractiveAnswerer, excerpts
 from .llm import LLM, build_messages, serving
-from .verify import REFUSAL, Composer, Verifier, complete_sentences
+from .verify import REFUSAL, Composer, Verifier, complete_sentences, strip_citations
 
 
 class LLMAnswerer:
@@ -45,6 +45,7 @@ class LLMAnswerer:
         self.settings = settings
         self.embed = embed
         self.extractive = ExtractiveAnswerer(settings, embed, judge)
+        self.relevance = judge  # the cross-encoder: it picks the model's or the quoted answer
         self._llm = llm
         self._serving: Any = None  # the context of a llama-server this answerer started
         self._owns_llm = False  # True when `_llm` talks to that server (reset by close())
@@ -100,6 +101,8 @@ class LLMAnswerer:
             answer = yield from _written(llm, question, hits, shown, fallback, embed,
                                          self.extractive.judge, self.settings,
                                          timings)  # fmt: skip
+            if self.settings.pick and self.relevance is not None:
+                answer = _picked(self.relevance, question, answer, fallback)
             answer.timings = {**timings, **answer.timings}
             yield answer
             return
@@ -112,7 +115,7 @@ def _written(
     llm: LLM,
     question: str,
     hits: Sequence[Hit],
-    shown: Sequence[str],
+    texts: Sequence[str],
     fallback: Answer,
     embed: Embed,
     judge: EvidenceJudge | None,
@@ -124,7 +127,7 @@ def _written(
     verifier = Verifier(hits, embed, question, judge=judge, min_judge=settings.min_judge)
     verifier.prepare()  # so that sentences are checked as fast as they come
     composer = Composer(hits, settings.unsupported)
-    messages = build_messages(question, hits, settings.max_sentences, shown)
+    messages = build_messages(question, hits, settings.max_sentences, texts)
     warnings: list[str] = []
     shown = False
     t0 = time.perf_counter()
@@ -169,6 +172,22 @@ def _written(
     return Answer(question, result.text, False, result.citations, "llm", hits=list(hits),
                   warnings=warnings, evidence=fallback.evidence, judged=fallback.judged,
                   extractive=fallback)  # fmt: skip
+
+
+def _picked(relevance: EvidenceJudge, question: str, written: Answer, quoted: Answer) -> Answer:
+    """The model's answer, unless the relevance model finds the quoted one closer to the
+    question: both are verified, and a small model often writes a true sentence that does
+    not answer. A refusal by the model is kept (it may know better than the quote)."""
+    if written.mode != "llm" or written.refused or quoted.refused:
+        return written
+    w, q = relevance.logits(question, [strip_citations(written.answer),
+                                       strip_citations(quoted.answer)])  # fmt: skip
+    written.picked = (w, q)
+    if w >= q:
+        return written
+    note = (f"kept the quoted answer: the relevance model found it closer to the question "
+            f"than the model's ({q:.1f} vs {w:.1f})")  # fmt: skip
+    return replace(quoted, warnings=[*quoted.warnings, note], picked=(w, q))
 
 
 def _fallen_back(fallback: Answer, warning: str) -> Generator[str, None, Answer]:

@@ -12,12 +12,15 @@ import gradio as gr
 import pandas as pd
 
 from .. import evaluate as ev
+from ..config import AnswerSettings
 from ..evaluate.report import fmt, meaning
 from .engine import Engine
 from .handlers import guard, progress_bar
 
 DATASETS_DIR = Path("evals")  # the shipped datasets; runs are kept in evals/runs like `rag eval`
 UPLOADED = "Uploaded file"
+# made by bench/calibrate.py into the repo's docs/: found beside the package, not the cwd
+CALIBRATION_PNG = Path(__file__).resolve().parents[2] / "docs" / "calibration.png"
 
 
 def evaluation_tab(engine: Engine, mode_default: str, k_default: int) -> None:
@@ -82,6 +85,7 @@ def evaluation_tab(engine: Engine, mode_default: str, k_default: int) -> None:
     )
     diff = gr.Markdown(elem_id="eval-diff")
     report = gr.DownloadButton("Download the report (HTML)", visible=False, elem_id="eval-report")
+    calibration_panel(engine.settings.answer)
 
     upload.upload(lambda: UPLOADED, None, dataset, api_name=False)
 
@@ -146,6 +150,42 @@ def evaluation_tab(engine: Engine, mode_default: str, k_default: int) -> None:
         concurrency_limit=1,
         api_name="evaluate",
     )
+
+
+def calibration_panel(running: AnswerSettings, image: Path | None = None) -> None:
+    """An accordion with the calibration plot and the fitted thresholds; a one-line note
+    saying how to make the plot when its file is missing."""
+    image = CALIBRATION_PNG if image is None else image
+    fitted = AnswerSettings()  # the defaults are the fitted values
+    text = (
+        "`bench/calibrate.py` answers every question of the four shipped sets with no "
+        "threshold, sweeps it, fits it on the tune sets (seeds_qa + pydocs tune) and reports "
+        "it on the held-out ones. The defaults come from that fit: answers refuse below evidence "
+        f"**{fitted.min_evidence:g}** (`min_evidence`); the optional cross-encoder judge "
+        f"(`RAG_JUDGE=1`) refuses below logit **{fitted.min_judge:g}** (`min_judge`)."
+    )
+    if (running.min_evidence, running.min_judge) != (fitted.min_evidence, fitted.min_judge):
+        text += (
+            f" This app runs with min_evidence {running.min_evidence:g}, "
+            f"min_judge {running.min_judge:g}."
+        )
+    with gr.Accordion(
+        "Calibration: how the refusal threshold was chosen", open=False, elem_id="eval-calibration"
+    ):
+        gr.Markdown(text)
+        if image.is_file():
+            gr.Image(
+                str(image),
+                label="Refusal rate and false-refusal rate against the threshold, per set",
+                interactive=False,
+                elem_id="eval-calibration-plot",
+            )
+        else:
+            gr.Markdown(
+                f"No plot at `{image}`: make it with "
+                f"`python bench/calibrate.py --plot docs/calibration.png`.",
+                elem_id="eval-calibration-missing",
+            )
 
 
 def _summary(run: Any, path: Path) -> str:
