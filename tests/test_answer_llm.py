@@ -666,8 +666,12 @@ def test_the_written_answer_is_shown_when_it_is_as_close(seeds_rag: Rag) -> None
     assert not any("kept the quoted" in x for x in answer.warnings)
 
 
-def test_a_refusal_by_the_model_is_not_second_guessed(seeds_rag: Rag) -> None:
+def test_a_refusal_by_the_model_gives_way_to_strong_evidence(seeds_rag: Rag) -> None:
     relevance = _Relevance({"Japan pledged": 9.0})
     with FakeLLM(Reply("The documents do not say.")) as fake:
         answer = _picking(seeds_rag, relevance, fake)
-    assert answer.refused and answer.mode == "llm" and relevance.asked == []
+    assert not answer.refused and answer.mode == "extractive" and relevance.asked == []
+    assert "550 billion" in answer.answer
+    assert "the model found no answer in the passages; showing the quoted answer" in (
+        answer.warnings
+    )

@@ -283,3 +283,44 @@ def test_check_llm_says_why_an_endpoint_is_not_usable(models_server: str, free_p
     ok, text = check_llm(models_server.removesuffix("/v1"))
     assert not ok and "HTTP 404" in text
     assert check_llm("localhost:8080") == (False, "the URL must start with http:// or https://")
+
+
+# --- the calibration plot in the Evaluation tab ----------------------------------------
+
+
+def test_evaluation_tab_shows_the_calibration_plot_or_says_how_to_make_it(
+    seeds_index: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gradio as gr
+
+    from rag.ui import evaluation
+    from rag.ui.app import build_app
+
+    def calibration(demo: gr.Blocks) -> tuple[list[gr.Image], str]:
+        blocks = list(demo.blocks.values())
+        (panel,) = [b for b in blocks if getattr(b, "elem_id", None) == "eval-calibration"]
+        assert isinstance(panel, gr.Accordion)
+        assert panel.label == "Calibration: how the refusal threshold was chosen"
+        images = [b for b in blocks if isinstance(b, gr.Image)]
+        notes = " ".join(str(b.value) for b in blocks if isinstance(b, gr.Markdown))
+        return images, notes
+
+    # found beside the package, whatever the working directory
+    monkeypatch.chdir(tmp_path)
+    expected = Path(__file__).resolve().parent.parent / "docs" / "calibration.png"
+    assert expected == evaluation.CALIBRATION_PNG and expected.is_file()
+    engine = Engine(settings_for(seeds_index), tmp_path / "documents")
+    try:
+        images, notes = calibration(build_app(engine))
+        assert len(images) == 1 and images[0].elem_id == "eval-calibration-plot"
+        assert Path(images[0].value["path"]).read_bytes() == expected.read_bytes()
+        assert "**0.33** (`min_evidence`)" in notes and "**-9** (`min_judge`)" in notes
+        assert "No plot at" not in notes
+
+        monkeypatch.setattr(evaluation, "CALIBRATION_PNG", tmp_path / "gone.png")
+        images, notes = calibration(build_app(engine))
+        assert images == []
+        assert f"No plot at `{tmp_path / 'gone.png'}`: make it with" in notes
+        assert "python bench/calibrate.py --plot docs/calibration.png" in notes
+    finally:
+        engine.close()
