@@ -187,11 +187,15 @@ def test_weak_evidence_refuses_without_asking_the_llm(seeds_rag: Rag) -> None:
     assert fake.requests == []  # the LLM was not asked
 
 
-def test_the_llm_saying_the_documents_do_not_say_is_a_refusal(seeds_rag: Rag) -> None:
+def test_the_llm_saying_the_documents_do_not_say_gives_the_quoted_answer(seeds_rag: Rag) -> None:
+    # the evidence passed the bar (else the model is not asked): the quote is shown, saying why
     with FakeLLM(Reply("The documents do not say.")) as fake:
         answer = ask(seeds_rag, JAPAN, fake)
-    assert answer.refused and answer.answer == REFUSAL and answer.mode == "llm"
-    assert answer.to_json()["closest"]  # the closest passages, as for any refusal
+    assert fake.requests and not answer.refused and answer.mode == "extractive"
+    assert "550 billion" in answer.answer and answer.citations
+    assert answer.warnings[-1] == (
+        "the model found no answer in the passages; showing the quoted answer"
+    )
 
 
 # --- streaming ---------------------------------------------------------------------------
@@ -637,7 +641,7 @@ def _picking(seeds_rag: Rag, relevance: _Relevance, fake: FakeLLM) -> Answer:
     from rag.answer.generated import LLMAnswerer
     from rag.config import AnswerSettings
 
-    answerer = LLMAnswerer(AnswerSettings(), seeds_rag.embedder.embed, relevance,
+    answerer = LLMAnswerer(AnswerSettings(pick=True), seeds_rag.embedder.embed, relevance,
                            llm=LLM(fake.url, max_retries=0))  # fmt: skip
     hits = seeds_rag.search(JAPAN, k=5, rerank=0)
     *_, answer = answerer.stream(JAPAN, hits)
@@ -675,3 +679,17 @@ def test_a_refusal_by_the_model_gives_way_to_strong_evidence(seeds_rag: Rag) -> 
     assert "the model found no answer in the passages; showing the quoted answer" in (
         answer.warnings
     )
+
+
+def test_the_pick_is_off_by_default(seeds_rag: Rag) -> None:
+    from rag.answer.generated import LLMAnswerer
+    from rag.config import AnswerSettings
+
+    relevance = _Relevance({"Japan pledged $550 billion": 9.0})
+    written = "The United States took the lead in selecting investment destinations"
+    with FakeLLM(citing((written, "took the lead in selecting investment"))) as fake:
+        answerer = LLMAnswerer(AnswerSettings(), seeds_rag.embedder.embed, relevance,
+                               llm=LLM(fake.url, max_retries=0))  # fmt: skip
+        *_, answer = answerer.stream(JAPAN, seeds_rag.search(JAPAN, k=5, rerank=0))
+    assert isinstance(answer, Answer) and answer.mode == "llm" and relevance.asked == []
+    assert answer.picked is None and "took the lead" in answer.answer
