@@ -203,3 +203,30 @@ def test_another_subjects_figure_is_not_the_answer(seeds_rag: Rag) -> None:
     assert "550 billion" in seeds_rag.ask("How much did Japan pledge to the U.S.?").answer
     # a name the documents never use cannot be checked, so it does not block the answer
     assert "550 billion" in seeds_rag.ask("How much money did Tokyo promise Washington?").answer
+
+
+# --- what an LLM is shown of each passage -----------------------------------------------
+
+
+def test_excerpts_keep_the_chosen_sentences_first_and_mark_gaps() -> None:
+    from rag.answer.extractive import Candidate, Expect, Extract, excerpts
+    from rag.types import Chunk, Hit
+
+    s = [f"Sentence {w} has exactly six words." for w in ("one", "two", "three", "four")]
+    long = " ".join(s)
+    hit = Hit(Chunk(id="a", source="a.txt", text=long, start_char=0, end_char=len(long)), 1.0, 1)
+    short = Hit(Chunk(id="b", source="b.txt", text="Short passage.", start_char=0,
+                      end_char=14), 0.5, 2)  # fmt: skip
+    starts = [long.index(x) for x in s]
+    cands = [Candidate(hit, st, st + len(x), x, set(), score=sc)
+             for st, x, sc in zip(starts, s, (0.9, 0.1, 0.8, 0.2), strict=True)]  # fmt: skip
+    # the answer chose sentence four (low score): it is kept before the best-scored others
+    ex = Extract([cands[3]], 0.5, Expect(""), cands)
+    one, two = excerpts([hit, short], ex, words=12)
+    assert one == "Sentence one has exactly six words. … Sentence four has exactly six words."
+    assert two == "Short passage."  # short enough: whole
+    # with no choice, the best-scored sentences, in reading order; a cut end is marked
+    ex = Extract([], 0.0, Expect(""), cands)
+    assert excerpts([hit], ex, words=12) == [
+        "Sentence one has exactly six words. … Sentence three has exactly six words. …"
+    ]
