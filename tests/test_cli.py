@@ -233,3 +233,24 @@ def test_python_dash_m_works() -> None:
 def test_seeds_are_the_shared_corpus() -> None:
     names = sorted(p.name for p in SEEDS.glob("*.txt"))
     assert names == ["000_b1c465d2178b5198.txt", "003_bfe5477b5c58e1d0.txt"]
+
+
+@pytest.mark.slow
+def test_serve_stops_on_sigterm(tmp_path: Path) -> None:
+    from .conftest import pick_free_port, write_small_corpus
+
+    port = pick_free_port()
+    docs = write_small_corpus(tmp_path / "docs")
+    cmd = [sys.executable, "-m", "rag", "--index", str(tmp_path / "index"), "serve", "--port",
+           str(port), "--docs", str(tmp_path / "uploads"), "--ingest", str(docs)]  # fmt: skip
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         cwd=tmp_path)  # fmt: skip
+    try:
+        assert p.stdout is not None
+        line = p.stdout.readline()  # printed once the app listens
+        assert f"http://127.0.0.1:{port}/" in line, line
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=30) == 143
+    finally:
+        if p.poll() is None:
+            p.kill()

@@ -28,6 +28,7 @@ def serve(
     from .engine import Engine
 
     engine = Engine(settings, docs_dir)
+    demo = None
     try:
         demo = build_app(engine)
         engine.warm_up()  # loads the model while the server starts: the first answer is quick
@@ -38,4 +39,6 @@ def serve(
         sys.stdout.flush()
         demo.block_thread()
     finally:
+        if demo is not None:
+            demo.close()  # on `kill` too (Gradio closes only on Ctrl-C): else its server lives on
         engine.close()
