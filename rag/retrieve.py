@@ -81,7 +81,7 @@ class Retriever:
         self._reranker = reranker
 
     def embed_query(self, query: str) -> np.ndarray:
-        return self.embedder.embed([query])[0]
+        return self.embedder.embed([self.embedder.query_prefix + query])[0]
 
     def search(
         self, query: str, k: int | None = None, mode: Mode | None = None, rerank: int | None = None

