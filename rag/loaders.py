@@ -11,6 +11,7 @@ import hashlib
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from .config import LoadSettings
 from .errors import UsageError
@@ -19,6 +20,18 @@ from .types import Document, Skipped
 TEXT_TYPES = {".txt", ".text", ".rst", ".md", ".markdown"}
 HTML_TYPES = {".html", ".htm", ".xhtml"}
 SUPPORTED = TEXT_TYPES | HTML_TYPES | {".pdf", ".docx"}
+
+
+# Bumped whenever a loader extracts different text from the same bytes: it is part of every
+# file's fingerprint, so the next ingest re-reads each file (2: <dt> terms lead their <dd>).
+LOADER_VERSION = 2
+
+
+def fingerprint() -> Any:
+    """A sha256 hasher primed with the loader version; feed it the file's bytes."""
+    h = hashlib.sha256()
+    h.update(f"rag-loader-{LOADER_VERSION}\n".encode())
+    return h
 
 
 class SkipFile(Exception):
@@ -105,13 +118,19 @@ def load_file(path: Path, settings: LoadSettings | None = None) -> Document | Sk
         source=source,
         text=text,
         title=title or path.stem,
-        sha256=hashlib.sha256(data).hexdigest(),
+        sha256=_fingerprint_of(data),
         pages=pages,
         headings=tuple(headings),
     )
 
 
 # --- text ------------------------------------------------------------------------------
+
+
+def _fingerprint_of(data: bytes) -> str:
+    h = fingerprint()
+    h.update(data)
+    return str(h.hexdigest())
 
 
 def _decode(data: bytes) -> str:
@@ -233,6 +252,7 @@ def _html(data: bytes) -> tuple[str, str, list[tuple[int, str]]]:
     length = 0
     headings: list[tuple[int, str]] = []
     inline: list[str] = []
+    terms: list[str] = []  # a definition list's terms (<dt>), waiting for their definition
 
     def emit(block: str) -> None:
         nonlocal length
@@ -245,8 +265,18 @@ def _html(data: bytes) -> tuple[str, str, list[tuple[int, str]]]:
     def flush() -> None:
         text = _WS.sub(" ", "".join(inline)).strip()
         inline.clear()
+        if text and terms:
+            # a definition's first paragraph is led by the term it defines, so that a sentence
+            # quoted from it names its subject ("textwrap.dedent(text) — Remove any …")
+            text = f"{'; '.join(terms)} — {text}"
+            terms.clear()
         if text:
             emit(text)
+
+    def flush_terms() -> None:
+        if terms:
+            emit("; ".join(terms))
+            terms.clear()
 
     def walk(node: Tag) -> None:
         for child in node.children:
@@ -258,14 +288,23 @@ def _html(data: bytes) -> tuple[str, str, list[tuple[int, str]]]:
             if not isinstance(child, Tag):
                 continue
             name = child.name
-            if name in _HEADINGS:
+            if name == "dt":
                 flush()
+                walk(child)
+                term = _WS.sub(" ", "".join(inline)).strip()
+                inline.clear()
+                if term:
+                    terms.append(term)
+            elif name in _HEADINGS:
+                flush()
+                flush_terms()
                 text = _WS.sub(" ", child.get_text(" ")).strip()
                 if text:
                     emit(text)
                     headings.append((length - len(text), text))
             elif name == "pre":
                 flush()
+                flush_terms()
                 code = child.get_text().strip("\n")
                 if code.strip():
                     emit(code)
@@ -285,6 +324,7 @@ def _html(data: bytes) -> tuple[str, str, list[tuple[int, str]]]:
     if isinstance(root, Tag):
         walk(root)
     flush()
+    flush_terms()
     text = "".join(out)
     if not title and headings:
         title = headings[0][1]

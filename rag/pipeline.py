@@ -6,7 +6,6 @@ answerer are opened on first need, so `rag --help` and `rag status` stay fast.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import threading
@@ -372,10 +371,12 @@ class Rag:
 
 
 def _file_sha(path: Path, limit: int) -> str | None:
+    from .loaders import fingerprint
+
     try:
         if path.stat().st_size > limit:
             return None
-        h = hashlib.sha256()
+        h = fingerprint()  # the bytes and the loader version: either changing re-reads the file
         with path.open("rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)

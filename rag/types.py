@@ -13,7 +13,7 @@ class Document:
     source: str  # path as given/resolved; the key of everything indexed from this file
     text: str
     title: str
-    sha256: str  # of the file's bytes
+    sha256: str  # of the file's bytes and the loader version (loaders.fingerprint)
     pages: tuple[tuple[int, int], ...] = ()  # (start_char, page number) for PDFs
     headings: tuple[tuple[int, str], ...] = ()  # (start_char, heading text), in order
 

@@ -115,6 +115,35 @@ def test_html_keeps_main_content_only(tmp_path: Path) -> None:
     assert d.text[headings["Sizes"] :].startswith("Sizes")
 
 
+def test_definition_terms_lead_their_definition(tmp_path: Path) -> None:
+    """Sphinx's API pages (and any <dl>): the <dt> signature leads the first paragraph of its
+    <dd>, so a sentence quoted from it names what it describes."""
+    p = tmp_path / "api.html"
+    p.write_text(
+        "<html><body><div class='body'><h1>textwrap</h1>"
+        "<dl class='py function'><dt class='sig sig-object py' id='textwrap.dedent'>"
+        "<span class='sig-prename'>textwrap.</span><span class='sig-name'>dedent</span>"
+        "(<em>text</em>)<a class='headerlink' href='#textwrap.dedent'>¶</a></dt>"
+        "<dd><p>Remove any common leading whitespace from every line in <em>text</em>.</p>"
+        "<p>This can be used to line up triple-quoted strings.</p></dd></dl>"
+        "<dl><dt>one</dt><dt>two</dt><dd><pre>x = 1</pre><p>Example after code.</p></dd></dl>"
+        "<dl><dt>orphan term</dt></dl><h2>Next</h2><p>After the heading.</p>"
+        "</div></body></html>"
+    )
+    paragraphs = _doc(p).text.split("\n\n")
+    assert (
+        "textwrap.dedent(text) — Remove any common leading whitespace from every line in text."
+        in paragraphs
+    )
+    assert "This can be used to line up triple-quoted strings." in paragraphs  # only the first
+    # a definition that opens with code: the terms stand alone before it
+    assert paragraphs[paragraphs.index("one; two") + 1] == "x = 1"
+    assert "Example after code." in paragraphs
+    # a term with no definition is not glued onto the next heading or paragraph
+    assert paragraphs[-3:] == ["orphan term", "Next", "After the heading."]
+    assert "¶" not in _doc(p).text
+
+
 def test_markdown_headings(tmp_path: Path) -> None:
     p = tmp_path / "notes.md"
     p.write_text("# Title\n\nIntro text.\n\n## Part two\n\nMore text here.\n")

@@ -46,6 +46,24 @@ def test_ingest_then_reingest_is_incremental(tmp_path: Path, corpus: Path) -> No
     assert rag3.index.collection.count() == rag3.index.count_chunks()
 
 
+def test_a_new_loader_version_rereads_unchanged_files(
+    tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When a loader starts extracting different text from the same bytes (LOADER_VERSION
+    bumped), the next ingest re-reads every file instead of keeping the old text."""
+    from rag import loaders
+
+    index = tmp_path / "idx"
+    Rag(settings_for(index)).ingest([corpus])
+    assert Rag(settings_for(index)).ingest([corpus]).updated == []
+    monkeypatch.setattr(loaders, "LOADER_VERSION", loaders.LOADER_VERSION + 1)
+    r = Rag(settings_for(index)).ingest([corpus])
+    assert sorted(Path(s).name for s in r.updated) == ["alpha.md", "beta.txt"]
+    assert r.documents_total == 2 and r.chunks_total == r.chunks_added
+    again = Rag(settings_for(index)).ingest([corpus])
+    assert again.updated == [] and len(again.unchanged) == 2
+
+
 def test_ingest_of_one_folder_keeps_others(tmp_path: Path, corpus: Path) -> None:
     other = tmp_path / "other"
     other.mkdir()
