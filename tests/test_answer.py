@@ -56,6 +56,10 @@ def test_the_settings_choose_the_answerer() -> None:
     llm = LLM("http://127.0.0.1:9/v1")
     made = make_answerer(AnswerSettings(), embed, llm=llm)
     assert isinstance(made, LLMAnswerer) and made.llm is llm
+    assert make_answerer(AnswerSettings(), embed, name="llm", llm=llm).llm is llm
+    # a name and a model that contradict each other: an error, not a silent LLM answerer
+    with pytest.raises(UsageError, match="the extractive answerer uses no LLM"):
+        make_answerer(AnswerSettings(), embed, name="extractive", llm=llm)
     with pytest.raises(UsageError, match="unknown answerer 'oracle': use one of extractive, llm"):
         make_answerer(AnswerSettings(), embed, name="oracle")
 

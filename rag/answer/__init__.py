@@ -65,7 +65,9 @@ def make_answerer(
     if name not in ANSWERERS:
         raise UsageError(f"unknown answerer {name!r}: use one of {', '.join(ANSWERERS)}")
     if llm is not None:
-        return LLMAnswerer(settings, embed, judge, llm=llm)
+        if name != "llm":
+            raise UsageError(f"the {name} answerer uses no LLM: drop the model, or use 'llm'")
+        return ANSWERERS[name](settings, embed, judge, llm=llm)
     return ANSWERERS[name](settings, embed, judge)
 
 
