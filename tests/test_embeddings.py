@@ -52,6 +52,11 @@ def test_bge_index_answers_bge_queries_and_refuses_minilm(tmp_path: Path, corpus
     Rag(bge).ingest([corpus])
     hits = Rag(bge).search("How many bikes does Beta have?", k=1, mode="dense")
     assert "bikes" in hits[0].chunk.text
+    # questions carry bge's retrieval instruction; the passages were embedded without it
+    q = "How many bikes does Beta have?"
+    rag = Rag(bge)
+    assert np.allclose(rag.retriever.embed_query(q), rag.embedder.embed([BGE_QUERY_PREFIX + q])[0])
+    assert not np.allclose(rag.retriever.embed_query(q), rag.embedder.embed([q])[0], atol=1e-3)
     with pytest.raises(IndexMismatch) as e:
         Rag(settings_for(index)).search("How many bikes does Beta have?")
     assert BGE_SMALL in str(e.value) and BUNDLED in str(e.value)
