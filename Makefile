@@ -87,13 +87,14 @@ model-small: install
 llama-server:
 	bash scripts/build-llama-server.sh
 
-## browser: Debian's chromium for the UI tests (installed when missing and we are root)
+## browser: Debian's chromium for the UI tests and strace for the no-network test of
+## `rag serve` (installed when missing and we are root)
 browser:
-	@if [ -x /usr/bin/chromium ]; then :; \
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/strace ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)) \
-	  && echo "installed chromium"; \
-	else echo "note: no /usr/bin/chromium and not root: browser tests will be skipped (apt-get install chromium)"; fi
+	  (apt-get install -y -q chromium strace >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q chromium strace >/dev/null)) \
+	  && echo "installed chromium and strace"; \
+	else echo "note: no /usr/bin/chromium or strace and not root: browser and server-network tests will be skipped (apt-get install chromium strace)"; fi
 
 ## bench: retrieval quality and speed on seeds/ and (when installed) Python's HTML docs
 bench: install

@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -17,7 +18,7 @@ from typing import Any
 import click
 
 from .config import LLM_NAMES, MODES, Settings, llm_choice
-from .errors import RagError, UsageError
+from .errors import Interrupted, RagError, UsageError
 
 log = logging.getLogger("rag")
 
@@ -97,6 +98,12 @@ def cli(
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--rebuild", is_flag=True, help="Delete the index and build it again from PATHS.")
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Check every passage has its vector first (as "
+    "`rag doctor --repair`); without it, counts are compared and gaps repaired.",
+)
 @click.option("--chunk-size", type=click.IntRange(32, 512), help="Tokens per chunk [256].")
 @click.option("--chunk-overlap", type=click.IntRange(0, 256), help="Overlap tokens [32].")
 @click.option("--max-file-mb", type=click.FloatRange(0, None, min_open=True),
@@ -108,6 +115,7 @@ def ingest(
     c: Context,
     paths: tuple[Path, ...],
     rebuild: bool,
+    repair: bool,
     chunk_size: int | None,
     chunk_overlap: int | None,
     max_file_mb: float | None,
@@ -132,7 +140,7 @@ def ingest(
     if rag.settings.chunk.overlap >= rag.settings.chunk.size // 2:
         raise UsageError("--chunk-overlap must be less than half of --chunk-size")
     with _progress() as progress:
-        report = rag.ingest(list(paths), rebuild=rebuild, progress=progress)
+        report = rag.ingest(list(paths), rebuild=rebuild, repair=repair, progress=progress)
     if as_json:
         _print_json(report.to_json())
     else:
@@ -158,6 +166,13 @@ def _print_report(r: Any, list_all: bool) -> None:
         f"{_n(r.chunks_added, 'chunk')} embedded, {r.chunks_removed} removed, "
         f"in {r.seconds:.1f} s."
     )
+    if r.chunks_recovered:
+        out(f"Repaired: the catalog was rebuilt from {_n(r.chunks_recovered, 'vector')}.")
+    if r.chunks_repaired:
+        out(f"Repaired: {_n(r.chunks_repaired, 'passage')} had lost their vectors and were "
+            "embedded again from the catalog.")  # fmt: skip
+    if r.chunks_reused:
+        out(f"Reused {_n(r.chunks_reused, 'vector')} the index already held for the same text.")
     for label, items in (("added", r.added), ("updated", r.updated), ("removed", r.removed)):
         for s in items:
             out(f"  {label}: {_short(s)}")
@@ -494,6 +509,42 @@ def status(c: Context, as_json: bool) -> None:
         click.echo(f"  skipped {_short(s['source'])}: {s['reason']}")
 
 
+@cli.command()
+@click.option("--repair", is_flag=True, help="Repair what is wrong (re-embeds only what is "
+              "missing; rebuilds a lost or damaged catalog from the vectors).")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_ctx
+def doctor(c: Context, repair: bool, as_json: bool) -> None:
+    """Check that the index's catalog, vectors and keyword index agree, passage by passage;
+    exits 1 when something is wrong. --repair fixes it (takes the index's write lock).
+
+    \b
+    Example:  rag doctor && rag doctor --repair
+    """
+    rag = c.rag()
+    index_dir = rag.settings.store.index_dir
+    done = rag.repair(full=True) if repair else None
+    health = rag.health(full=True)
+    if as_json:
+        _print_json({"index": str(index_dir), **health.to_json(), "repaired": done})
+    else:
+        if done is not None:
+            click.echo(
+                f"Repaired: {done['recovered']} passages recovered into the catalog, "
+                f"{done['reembedded']} re-embedded, {done['orphans']} orphan vectors removed; "
+                "keyword index rebuilt."
+            )
+        click.echo(
+            f"{index_dir}/: {_n(health.chunks, 'passage')}, {_n(health.vectors, 'vector')}, "
+            f"{health.missing} missing, {health.orphans} orphans: "
+            + ("OK" if health.ok else "NOT OK")
+        )
+        for problem in health.problems(index_dir):
+            click.echo(f"  {problem}")
+    if not health.ok:
+        raise RagError(f"the index needs repair: run `rag --index {index_dir} doctor --repair`")
+
+
 # --- serve -----------------------------------------------------------------------------
 
 
@@ -767,10 +818,18 @@ def _print_json(obj: Any, compact: bool = False) -> None:
 
 
 def _short(source: str) -> str:
+    """A file's name for the terminal: relative to here when under it, control characters
+    (a newline in a file name) escaped so that one file is one line."""
     try:
-        return str(Path(source).relative_to(Path.cwd()))
+        name = str(Path(source).relative_to(Path.cwd()))
     except ValueError:
-        return source
+        name = source
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        name = "".join(
+            ch if ord(ch) >= 32 and ord(ch) != 127 else ch.encode("unicode_escape").decode()
+            for ch in name
+        )
+    return name
 
 
 def _where(chunk: Any) -> str:
@@ -841,6 +900,9 @@ def main(argv: list[str] | None = None) -> int:
         cmd = e.ctx.command_path if getattr(e, "ctx", None) else "rag"  # type: ignore[attr-defined]
         click.echo(f"error: {e.format_message()} (see `{cmd} --help`)", err=True)
         return e.exit_code
+    except Interrupted as e:
+        click.echo(str(e), err=True)
+        return e.exit_code
     except RagError as e:
         if debug:
             raise
@@ -850,6 +912,12 @@ def main(argv: list[str] | None = None) -> int:
         click.echo("interrupted: the index keeps what was finished; run the same command to "
                    "complete it", err=True)  # fmt: skip
         return 130
+    except sqlite3.DatabaseError as e:
+        if debug:
+            raise
+        click.echo(f"error: the index catalog is damaged ({e}): run `rag doctor --repair` with "
+                   "the same --index", err=True)  # fmt: skip
+        return 1
     except Terminated:
         click.echo("terminated: the index keeps what was finished", err=True)
         return 143

@@ -205,7 +205,7 @@ def _number(name: str, value: str) -> float:
 def apply_offline_env() -> None:
     """Make every library we load stay offline and silent, before any of them is imported.
 
-    Chroma's telemetry, Gradio's analytics and Hugging Face hub look-ups are turned off;
+    Chroma's, Gradio's and onnxruntime's telemetry and Hugging Face hub look-ups are off;
     llama-index reads its *bundled* tiktoken/NLTK data only while these two are unset.
     """
     os.environ["ANONYMIZED_TELEMETRY"] = "False"
@@ -214,5 +214,8 @@ def apply_offline_env() -> None:
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
     os.environ["DO_NOT_TRACK"] = "1"
+    # onnxruntime >= 1.29 sends 1DS telemetry on Linux (DNS look-ups of
+    # mobile.events.data.microsoft.com from a long-running process); read at its first session
+    os.environ["ORT_DISABLE_TELEMETRY"] = "1"
     os.environ.pop("TIKTOKEN_CACHE_DIR", None)
     os.environ.pop("NLTK_DATA", None)

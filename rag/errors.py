@@ -33,3 +33,17 @@ class EmbeddingError(RagError):
 
 class LLMError(RagError):
     """The LLM endpoint is down, timed out, or answered with something unusable."""
+
+
+class IndexDamaged(RagError):
+    """Part of the index (catalog, vectors) is unreadable; the message names the repair."""
+
+
+class IndexBusy(RagError):
+    """Another process is writing to the index (it holds the index's write lock)."""
+
+
+class Interrupted(RagError):
+    """Ctrl-C during a long command; the message says what was kept and what to run."""
+
+    exit_code = 130

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +100,7 @@ def load_file(path: Path, settings: LoadSettings | None = None) -> Document | Sk
             text, title, pages = _pdf(data)
             headings = ()
         elif suffix == ".docx":
+            _check_archive(data, limit)
             text, title, headings = _docx(data)
             pages = ()
         else:
@@ -133,9 +134,34 @@ def _fingerprint_of(data: bytes) -> str:
     return str(h.hexdigest())
 
 
+def _utf16_without_bom(sample: bytes) -> str | None:
+    """ "utf-16-le"/"utf-16-be" when the NULs of `sample` sit in every other byte, as the
+    high bytes of mostly-ASCII UTF-16 text do; None otherwise."""
+    n = len(sample) // 2 * 2
+    if n < 2:
+        return None
+    even, odd = sample[0:n:2], sample[1:n:2]
+    zeros_even, zeros_odd = even.count(0) / len(even), odd.count(0) / len(odd)
+    if zeros_odd > 0.6 and zeros_even < 0.05:
+        return "utf-16-le"
+    if zeros_even > 0.6 and zeros_odd < 0.05:
+        return "utf-16-be"
+    return None
+
+
 def _decode(data: bytes) -> str:
     if b"\x00" in data[:8192] and not data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise SkipFile("binary file, not text")
+        encoding = _utf16_without_bom(data[:8192])
+        if encoding is None:
+            raise SkipFile("binary file, not text")
+        try:
+            text = data.decode(encoding)
+        except UnicodeDecodeError:
+            raise SkipFile("binary file, not text") from None
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+        if _looks_binary(text):
+            raise SkipFile("binary file, not text")
+        return text
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -192,14 +218,21 @@ def _plain_headings(text: str) -> list[tuple[int, str]]:
     for line in lines:
         starts.append(offset)
         offset += len(line) + 1
+    # the length of the next non-blank line after each line, found in one backward pass
+    # (a forward search from every line is quadratic on text of many short lines)
+    next_len = [0] * len(lines)
+    following = 0
+    for i in range(len(lines) - 1, -1, -1):
+        next_len[i] = following
+        if lines[i].strip():
+            following = len(lines[i].strip())
     for i, line in enumerate(lines):
         s = line.strip()
         if not s or len(s) > 90 or len(s.split()) > 14 or not s[0].isupper():
             continue
         if s.rstrip("”\"')]").endswith((".", ",", ";", ":", "?", "!")) and not s.endswith(".)"):
             continue
-        nxt = next((n.strip() for n in lines[i + 1 :] if n.strip()), "")
-        if len(nxt) > 120:
+        if next_len[i] > 120:
             out.append((starts[i] + line.index(s[0]), s))
     return out
 
@@ -233,7 +266,9 @@ def _html(data: bytes) -> tuple[str, str, list[tuple[int, str]]]:
     for tag in soup.find_all(_DROP_TAGS):
         tag.decompose()
     for tag in soup.find_all(True):
-        if tag.decomposed:
+        # not `tag.decomposed`: on a Tag, a missing attribute is a subtree search, which
+        # made deeply nested pages quadratic
+        if vars(tag).get("_decomposed"):
             continue
         attrs = tag.attrs or {}
         role = str(attrs.get("role", "")).lower()
@@ -278,8 +313,23 @@ def _html(data: bytes) -> tuple[str, str, list[tuple[int, str]]]:
             emit("; ".join(terms))
             terms.clear()
 
-    def walk(node: Tag) -> None:
-        for child in node.children:
+    def end_term() -> None:
+        term = _WS.sub(" ", "".join(inline)).strip()
+        inline.clear()
+        if term:
+            terms.append(term)
+
+    def walk(top: Tag) -> None:
+        # depth-first with an explicit stack: pages nest thousands of levels deep
+        stack: list[tuple[Iterator[Any], Callable[[], None] | None]] = [(iter(top.children), None)]
+        while stack:
+            children, after = stack[-1]
+            child = next(children, None)
+            if child is None:
+                stack.pop()
+                if after is not None:
+                    after()
+                continue
             if isinstance(child, Comment):
                 continue
             if isinstance(child, NavigableString):
@@ -290,11 +340,7 @@ def _html(data: bytes) -> tuple[str, str, list[tuple[int, str]]]:
             name = child.name
             if name == "dt":
                 flush()
-                walk(child)
-                term = _WS.sub(" ", "".join(inline)).strip()
-                inline.clear()
-                if term:
-                    terms.append(term)
+                stack.append((iter(child.children), end_term))
             elif name in _HEADINGS:
                 flush()
                 flush_terms()
@@ -312,14 +358,12 @@ def _html(data: bytes) -> tuple[str, str, list[tuple[int, str]]]:
                 inline.append("\n")
             elif name in {"td", "th"}:
                 inline.append(" ")
-                walk(child)
-                inline.append(" ")
+                stack.append((iter(child.children), lambda: inline.append(" ")))
             elif name in _BLOCK:
                 flush()
-                walk(child)
-                flush()
+                stack.append((iter(child.children), flush))
             else:
-                walk(child)
+                stack.append((iter(child.children), None))
 
     if isinstance(root, Tag):
         walk(root)
@@ -370,6 +414,33 @@ def _pdf(data: bytes) -> tuple[str, str, tuple[tuple[int, int], ...]]:
     except Exception:
         title = ""
     return "".join(parts), title, tuple(pages)
+
+
+ARCHIVE_RATIO = 200  # deflated office XML shrinks ~10x; a member that shrank 200x is a bomb
+
+
+def _check_archive(data: bytes, limit: int) -> None:
+    """Refuse a zip (DOCX) that would unpack to more than 4x the file size limit, or holds a
+    member compressed so far it can only be a zip bomb: checked before anything unpacks."""
+    import io
+    import zipfile
+
+    try:
+        members = zipfile.ZipFile(io.BytesIO(data)).infolist()
+    except zipfile.BadZipFile as e:
+        raise SkipFile(f"corrupt or unreadable DOCX (BadZipFile: {e})"[:300]) from None
+    total = sum(m.file_size for m in members)
+    if total > 4 * limit:
+        raise SkipFile(
+            f"unpacks to {total / 1e6:.0f} MB (more than 4 x {limit / 1e6:.0f} MB); "
+            "raise --max-file-mb if the file is genuine"
+        )
+    for m in members:
+        if m.file_size > 1 << 20 and m.file_size > ARCHIVE_RATIO * max(m.compress_size, 1):
+            raise SkipFile(
+                f"{m.filename} inside expands {m.file_size // max(m.compress_size, 1)}x "
+                f"({m.file_size / 1e6:.0f} MB): a zip bomb, not a document"
+            )
 
 
 def _docx(data: bytes) -> tuple[str, str, list[tuple[int, str]]]:

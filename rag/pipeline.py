@@ -14,8 +14,10 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .config import AnswerSettings, Mode, Settings, apply_offline_env
-from .errors import IndexMissing, UsageError
+from .errors import IndexMissing, Interrupted, UsageError
 from .types import Answer, Chunk, Document, Draft, Hit, IngestReport, Skipped
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,7 @@ class Rag:
         self._index: Any = None
         self._retriever: Any = None
         self._answerer: Any = None
+        self._health: Any = None  # the index's check on open (store.Health)
         self._lock = threading.RLock()  # the UI answers while an ingest runs
 
     # --- parts, opened lazily ----------------------------------------------------------
@@ -65,10 +68,68 @@ class Rag:
         if self._index is None:
             from .store import Index
 
-            self._index = Index.open(
+            index = Index.open(
                 self.settings.store, embedder_name=self.embedder.name, dim=self.embedder.dim
             )
+            # a cheap check on every open: counts of passages and vectors agree
+            from .errors import StoreError
+
+            try:
+                self._health = index.health()
+                for problem in self._health.problems(index.dir):
+                    log.warning("%s", problem)
+            except StoreError as e:  # unreadable vectors: the keyword index still answers
+                log.warning("%s", e)
+            self._index = index
         return self._index
+
+    def health(self, full: bool = True) -> Any:
+        """Whether the index's parts agree (store.Health); `full` compares every id."""
+        self._health = self.index.health(full=full)
+        return self._health
+
+    def repair(self, *, full: bool = True) -> dict[str, int]:
+        """Make the index whole again: rebuild a lost catalog from the vectors, re-embed the
+        passages whose vectors are missing (from the catalog's text: no file is read), sweep
+        orphan vectors, rebuild the keyword index. Takes the write lock."""
+        from .errors import IndexDamaged
+        from .store import write_lock
+
+        with write_lock(self.settings.store.index_dir, "rag doctor --repair"), self._lock:
+            if self._index is None:  # opened here, not by `self.index`: no warning to repeat
+                from .store import Index
+
+                def open_index() -> Any:
+                    return Index.open(self.settings.store, embedder_name=self.embedder.name,
+                                      dim=self.embedder.dim)  # fmt: skip
+
+                try:
+                    self._index = open_index()
+                except IndexDamaged:
+                    _set_aside_catalog(Path(self.settings.store.index_dir))
+                    self._index = open_index()  # an empty catalog, recovered from the vectors
+                self._retriever = None
+            return self._repair(self._index, full=full)
+
+    def _repair(self, index: Any, *, full: bool, sweep: bool = True) -> dict[str, int]:
+        out = {"recovered": 0, "reembedded": 0, "orphans": 0}
+        health = index.health(full=full)
+        if health.catalog_lost:
+            out["recovered"] = index.recover_catalog()
+            health = index.health(full=full)
+        if health.missing or full:
+            missing = index.missing_vectors()
+            for i in range(0, len(missing), WRITE_EVERY):
+                part = missing[i : i + WRITE_EVERY]
+                index.put_vectors(part, self.embedder.embed([c.embedding_text() for c in part]))
+                out["reembedded"] += len(part)
+        if sweep and (health.orphans or full):
+            out["orphans"] = index.sweep_orphans()
+        if any(out.values()) or full:
+            index.rebuild_keyword_index()
+            index.write_manifest()
+        self._health = index.health(full=full)
+        return out
 
     @property
     def retriever(self) -> Any:
@@ -92,12 +153,13 @@ class Rag:
         paths: Sequence[Path | str],
         *,
         rebuild: bool = False,
+        repair: bool = False,
         progress: IngestProgress | None = None,
     ) -> IngestReport:
-        """Index new and changed files under `paths`, forget removed ones. Safe to interrupt."""
-        from .chunking import chunk_document
-        from .loaders import discover, load_file, source_name
-        from .store import Index
+        """Index new and changed files under `paths`, forget removed ones. Safe to interrupt;
+        one writer at a time (the index's write lock). What the index lost (vectors, the
+        catalog) is repaired first; `repair` compares every id instead of counts."""
+        from .loaders import discover
 
         started = time.perf_counter()
         roots = [Path(p) for p in paths]
@@ -105,6 +167,38 @@ class Rag:
             raise UsageError("give at least one file or folder to ingest")
         files, unsupported = discover(roots)
         report = IngestReport(unsupported=unsupported)
+        from .store import write_lock
+
+        what = "rag ingest " + " ".join(str(r) for r in roots)
+        with write_lock(self.settings.store.index_dir, what[:200]):
+            try:
+                self._ingest(roots, files, report, rebuild=rebuild, repair=repair,
+                             progress=progress)  # fmt: skip
+            except KeyboardInterrupt:
+                done = len(report.added) + len(report.updated)
+                raise Interrupted(
+                    f"interrupted: what was written before the stop is kept ({report.chunks_added}"
+                    f" chunks); run `rag --index {self.settings.store.index_dir} ingest "
+                    f"{' '.join(str(r) for r in roots)}` to index the rest (done files are not "
+                    f"embedded again; {done} were read)"
+                ) from None
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _ingest(
+        self,
+        roots: list[Path],
+        files: list[Path],
+        report: IngestReport,
+        *,
+        rebuild: bool,
+        repair: bool,
+        progress: IngestProgress | None,
+    ) -> None:
+        from .chunking import chunk_document
+        from .loaders import load_file, source_name
+        from .store import Index
+
         settings = self.settings
         with self._lock:
             if rebuild:
@@ -124,6 +218,11 @@ class Rag:
                     chunk=settings.chunk,
                 )
             self._index, self._retriever = index, None
+            # orphans are kept for now: an ingest killed after writing vectors left them, and
+            # they are reused below when their file is read again (swept at the end)
+            repaired = self._repair(index, full=repair, sweep=False)
+            report.chunks_repaired = repaired["reembedded"]
+            report.chunks_recovered = repaired["recovered"]
         index.add_roots(source_name(r) for r in roots)
         known = index.files()
 
@@ -156,7 +255,7 @@ class Rag:
 
         # load and chunk what changed
         pending: list[tuple[Document, list[Chunk]]] = []
-        for n, (path, source, old_sha) in enumerate(todo, start=1):
+        for n, (path, source, _old) in enumerate(todo, start=1):
             if progress:
                 progress("load", n, len(todo))
             loaded = load_file(path, settings.load)
@@ -172,11 +271,11 @@ class Rag:
                 index.mark_skipped(source, "no text in it", loaded.sha256)
                 continue
             pending.append((loaded, chunks))
-            if old_sha is None or source not in known:
-                report.added.append(source)
-            else:
+            if source in known and known[source].status == "indexed":
                 report.updated.append(source)
                 report.chunks_removed += known[source].chunks
+            else:
+                report.added.append(source)
 
         # embed and write in groups of whole documents
         total = sum(len(cs) for _, cs in pending)
@@ -190,11 +289,24 @@ class Rag:
 
         try:
             for group in _groups(pending, WRITE_EVERY):
-                texts = [c.embedding_text() for _, cs in group for c in cs]
-                vectors = self.embedder.embed(texts, progress=tick)
+                chunks = [c for _, cs in group for c in cs]
+                # vectors Chroma already holds for these exact passages (a recovered catalog,
+                # or an ingest killed after writing vectors) are kept, not embedded again
+                kept = index.existing_vectors([c.id for c in chunks])
+                todo_chunks = [c for c in chunks if c.id not in kept]
+                # a kept passage the catalog already had is not removed by this update
+                report.chunks_removed -= len(index.positions(list(kept)))
+                tick(len(chunks) - len(todo_chunks))
+                fresh = self.embedder.embed(
+                    [c.embedding_text() for c in todo_chunks], progress=tick
+                ) if todo_chunks else None  # fmt: skip
+                made = dict(zip((c.id for c in todo_chunks), fresh if fresh is not None else [],
+                                strict=True))  # fmt: skip
+                vectors = np.stack([kept[c.id] if c.id in kept else made[c.id] for c in chunks])
                 with self._lock:
                     index.put_documents(group, vectors)
-                report.chunks_added += len(texts)
+                report.chunks_added += len(todo_chunks)
+                report.chunks_reused += len(chunks) - len(todo_chunks)
         finally:
             # even when interrupted: keyword index in step with what was written
             with self._lock:
@@ -205,8 +317,6 @@ class Rag:
         stats = index.stats()
         report.chunks_total = stats["chunks"]
         report.documents_total = stats["documents"]
-        report.seconds = time.perf_counter() - started
-        return report
 
     def _wipe(self) -> None:
         """Delete the index (the folder's generated files) for a rebuild."""
@@ -326,7 +436,9 @@ class Rag:
     def delete(self, sources: Sequence[str]) -> int:
         """Forget these documents (their chunks, vectors and keyword entries); returns the
         number of chunks removed."""
-        with self._lock:
+        from .store import write_lock
+
+        with write_lock(self.settings.store.index_dir, "deleting documents"), self._lock:
             removed = int(self.index.remove_sources(list(sources)))
             self.index.rebuild_keyword_index()
             self.index.write_manifest()
@@ -359,6 +471,10 @@ class Rag:
         manifest = read_manifest(self.settings.store.index_dir) or {}
         index = self._index or Index(self.settings.store, manifest)
         out = index.stats()
+        try:
+            out["health"] = index.health().to_json()
+        except Exception as e:  # status still shows the rest
+            out["health"] = {"ok": False, "error": str(e)}
         out["settings"] = {
             "retrieve": vars(self.settings.retrieve),
             "answer": {
@@ -368,6 +484,18 @@ class Rag:
             },
         }
         return out
+
+
+def _set_aside_catalog(directory: Path) -> None:
+    """Move a damaged catalog out of the way (kept for inspection, never deleted)."""
+    from .store import CATALOG
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for suffix in ("", "-wal", "-shm"):
+        path = directory / (CATALOG + suffix)
+        if path.exists():
+            path.replace(directory / f"{CATALOG}{suffix}.damaged-{stamp}")
+    log.warning("the damaged catalog was moved aside to %s.damaged-%s", CATALOG, stamp)
 
 
 def _file_sha(path: Path, limit: int) -> str | None:

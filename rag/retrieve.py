@@ -3,6 +3,7 @@ the best fused candidates then reordered by a cross-encoder (rerank.py)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import numpy as np
@@ -10,10 +11,12 @@ import numpy as np
 from .config import MODES, Mode, RetrieveSettings
 from .dedup import collapse
 from .embeddings import Embedder
-from .errors import UsageError
+from .errors import StoreError, UsageError
 from .rerank import Reranker, relevance
 from .store import Index
 from .types import Chunk, Hit
+
+log = logging.getLogger(__name__)
 
 MAX_RERANK = 200  # candidates the cross-encoder reads at most in one search (~11 s)
 
@@ -105,7 +108,14 @@ class Retriever:
         qvec = None
         if mode in ("dense", "hybrid"):
             qvec = self.embed_query(query)
-            dense = self.index.dense(qvec, depth)
+            try:
+                dense = self.index.dense(qvec, depth)
+            except StoreError as e:
+                if mode == "dense":
+                    raise
+                # unreadable vectors (a full disk, a damaged folder): keywords still answer
+                log.warning("vector search failed, answering by keyword only: %s", e)
+                dense = []
         if mode in ("keyword", "hybrid"):
             keyword = self.index.keyword(query, depth)
         dense_of = dict(dense)
@@ -148,7 +158,11 @@ class Retriever:
         if missing_dense:
             # the answerer weighs evidence by similarity: give keyword-only hits theirs too
             qvec = self.embed_query(query) if qvec is None else qvec
-            vecs = self.index.vectors(missing_dense)  # stored at ingest: no re-embedding
+            try:
+                vecs = self.index.vectors(missing_dense)  # stored at ingest: no re-embedding
+            except StoreError as e:
+                log.warning("stored vectors unreadable: %s", e)
+                vecs = {}
             dense_of.update({i: float(v @ qvec) for i, v in vecs.items()})
         hits = []
         for i, score in ranked:

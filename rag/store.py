@@ -10,11 +10,16 @@ the two differ.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
+import os
+import shutil
 import sqlite3
+import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +28,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from .config import ChunkSettings, StoreSettings
-from .errors import IndexMismatch, IndexMissing, StoreError
+from .errors import IndexBusy, IndexDamaged, IndexMismatch, IndexMissing, StoreError
 from .text import stemmer
 from .types import Chunk, Document
 
@@ -32,6 +37,7 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 CATALOG = "catalog.sqlite"
+LOCK = "write.lock"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -57,6 +63,111 @@ class FileRow:
     reason: str | None
     title: str | None
     chunks: int
+
+
+@dataclass(frozen=True)
+class Health:
+    """Whether the parts of an index agree. `full`: ids compared one by one (`rag doctor`);
+    otherwise counts only (cheap enough for every open)."""
+
+    chunks: int  # passages in the catalog
+    vectors: int  # vectors in Chroma
+    missing: int  # catalog passages without a vector
+    orphans: int  # vectors the catalog does not know (an interrupted write; swept by ingest)
+    catalog_lost: bool  # the catalog is empty or new while Chroma still holds vectors
+    full: bool
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing and not self.catalog_lost
+
+    def problems(self, index_dir: Path | str) -> list[str]:
+        """One line per problem, each naming the command that repairs it."""
+        fix = f"`rag --index {index_dir} doctor --repair`"
+        out = []
+        if self.catalog_lost:
+            out.append(
+                f"the catalog ({CATALOG}) is missing or empty but Chroma holds {self.vectors} "
+                f"vectors: every answer would be 'The documents do not say.'; rebuild the "
+                f"catalog from the vectors with {fix}"
+            )
+        elif self.missing:
+            out.append(
+                f"{self.missing} of {self.chunks} passages have no vector (the Chroma folder "
+                f"was deleted or damaged): search finds them by keyword only until {fix} "
+                "re-embeds them (or `rag ingest`, which repairs first)"
+            )
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.__dict__, "ok": self.ok}
+
+
+@contextlib.contextmanager
+def write_lock(index_dir: Path | str, what: str) -> Iterator[None]:
+    """The index's writer lock (a flock on index/write.lock): one writer at a time, across
+    processes and threads. A second writer is refused at once, naming the holder."""
+    directory = Path(index_dir)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(directory / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise StoreError(
+            f"cannot create the index folder {directory}/ ({e.strerror or e}); "
+            "choose a writable one with --index DIR"
+        ) from e
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): one writer is the user's to ensure
+        os.close(fd)
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 300, 0).decode(errors="replace").strip() or "another process"
+            raise IndexBusy(
+                f"{directory}/ is being written by {holder}; wait for it to finish (or stop "
+                "it), then run this again"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} ({what}, since {time.strftime('%H:%M:%S')})".encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+# Embedded Chroma keeps each folder's vectors in memory, once per process (chromadb's
+# SharedSystemClient): after another process writes, that copy is stale ("Error finding id").
+# The catalog generation says when: a process remembers the generation its copy matches, and
+# reopens the copy when the catalog has moved on. One lock serialises this process's calls.
+_CHROMA_LOCK = threading.RLock()
+_chroma_seen: dict[str, int] = {}  # folder → catalog generation its open copy matches
+_chroma_epoch: dict[str, int] = {}  # folder → times reopened (Index objects refetch)
+
+
+def _reopen_chroma(path: str) -> None:
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    with _CHROMA_LOCK:
+        system = SharedSystemClient._identifier_to_system.pop(path, None)
+        SharedSystemClient._identifier_to_refcount.pop(path, None)
+        if system is not None:
+            with contextlib.suppress(Exception):
+                system.stop()
+        _chroma_epoch[path] = _chroma_epoch.get(path, 0) + 1
+
+
+def _disk_full(e: BaseException) -> bool:
+    text = str(e).lower()
+    return (isinstance(e, OSError) and e.errno == errno.ENOSPC) or any(
+        m in text for m in ("disk is full", "no space left", "database or disk is full")
+    )
 
 
 def versions() -> dict[str, str]:
@@ -103,14 +214,20 @@ class Index:
         self.settings = settings
         self.dir = Path(settings.index_dir)
         self.manifest = manifest
+        # a catalog that is not there when the manifest is: deleted (vectors may remain)
+        self.catalog_was_missing = not (self.dir / CATALOG).exists()
         # one connection shared by the threads of a server (the UI); `Rag` serialises writes
-        self._db = sqlite3.connect(
-            self.dir / CATALOG, isolation_level=None, check_same_thread=False
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        try:
+            self._db = sqlite3.connect(
+                self.dir / CATALOG, isolation_level=None, check_same_thread=False
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise self.damaged(e) from e
         self._collection: Any = None
+        self._collection_epoch = -1
         self._bm25: Any = None
         self._bm25_ids: list[str] = []
         self._bm25_gen = -1
@@ -199,12 +316,23 @@ class Index:
         index.write_manifest()
         return index
 
+    def damaged(self, e: BaseException) -> IndexDamaged:
+        """The error for an unreadable catalog, naming the repair."""
+        return IndexDamaged(
+            f"the catalog {self.dir / CATALOG} is damaged ({e}): rebuild it from the vectors "
+            f"with `rag --index {self.dir} doctor --repair`"
+        )
+
     def write_manifest(self) -> None:
+        self.manifest["chunks"] = self.count_chunks()
         self.manifest["updated"] = time.time()
         self.manifest["versions"] = versions()
         tmp = self.dir / (MANIFEST + ".tmp")
-        tmp.write_text(json.dumps(self.manifest, indent=2, sort_keys=True))
-        tmp.replace(self.dir / MANIFEST)
+        try:
+            tmp.write_text(json.dumps(self.manifest, indent=2, sort_keys=True))
+            tmp.replace(self.dir / MANIFEST)
+        except OSError as e:
+            raise self._write_failed(e, f"writing {self.dir / MANIFEST}") from e
 
     def add_roots(self, roots: Iterable[str]) -> None:
         merged = list(dict.fromkeys([*self.manifest.get("roots", []), *roots]))
@@ -238,8 +366,14 @@ class Index:
                 + ("is `chroma run` up at that address?" if url else "is the folder writable?")
             ) from e
 
+    def _chroma_path(self) -> str:
+        return str(self.dir / "chroma")
+
     @property
     def collection(self) -> Any:
+        epoch = _chroma_epoch.get(self._chroma_path(), 0)
+        if self._collection_epoch != epoch:
+            self._collection, self._collection_epoch = None, epoch
         if self._collection is None:
             try:
                 self._collection = self._client().get_or_create_collection(
@@ -255,6 +389,36 @@ class Index:
                     "check --chroma-url, or rebuild the index with `rag ingest --rebuild PATH`"
                 ) from e
         return self._collection
+
+    def fresh(self) -> Any:
+        """The collection, reopened first if another process wrote since this process's copy
+        of the vectors was loaded (embedded Chroma only: a server is always current)."""
+        if not self.settings.chroma_url:
+            path, gen = self._chroma_path(), self.generation()
+            with _CHROMA_LOCK:
+                seen = _chroma_seen.get(path)
+                if seen is not None and seen != gen:
+                    log.info("the index changed in another process; reopening its vectors")
+                    _reopen_chroma(path)
+                _chroma_seen[path] = gen
+        return self.collection
+
+    def _written(self) -> None:
+        """After this process committed: its copy of the vectors matches the catalog."""
+        if not self.settings.chroma_url:
+            _chroma_seen[self._chroma_path()] = self.generation()
+
+    def _write_failed(self, e: BaseException, what: str) -> StoreError:
+        # Chroma reports a full disk as a failed compaction: a write that fails with under
+        # 32 MB free is taken for one
+        if _disk_full(e) or shutil.disk_usage(self.dir).free < 32 << 20:
+            free = shutil.disk_usage(self.dir).free
+            return StoreError(
+                f"the disk holding {self.dir}/ is full ({free / 1e6:.1f} MB free): free some "
+                "space, then run the same command again (the index still answers from what it "
+                "had before)"
+            )
+        return StoreError(f"{what} failed ({type(e).__name__}: {e})")
 
     def _drop_collection(self) -> None:
         name = self.manifest.get("collection", self.settings.collection)
@@ -339,22 +503,130 @@ class Index:
 
     def sweep_orphans(self) -> int:
         """Delete vectors the catalog does not know (left by an interrupted ingest)."""
-        known = {r[0] for r in self._db.execute("SELECT id FROM chunks")}
-        try:
-            ids = self.collection.get(include=[])["ids"]
-        except Exception as e:
-            raise StoreError(f"cannot list Chroma ids ({e})") from e
-        orphans = [i for i in ids if i not in known]
+        known = self._catalog_ids()
+        orphans = [i for i in self.vector_ids() if i not in known]
         if orphans:
             self._delete_vectors(orphans)
         return len(orphans)
+
+    def _catalog_ids(self) -> set[str]:
+        return {r[0] for r in self._db.execute("SELECT id FROM chunks")}
+
+    def vector_ids(self) -> list[str]:
+        """Every id Chroma holds."""
+        try:
+            with _CHROMA_LOCK:
+                return list(self.fresh().get(include=[])["ids"])
+        except Exception as e:
+            raise self._write_failed(e, "listing Chroma ids") from e
+
+    def vector_count(self) -> int:
+        try:
+            with _CHROMA_LOCK:
+                return int(self.fresh().count())
+        except Exception as e:
+            raise StoreError(
+                f"cannot read the vectors in {self._chroma_path()} ({type(e).__name__}: {e}); "
+                f"repair the index with `rag --index {self.dir} doctor --repair`"
+            ) from e
+
+    # --- integrity ---------------------------------------------------------------------
+
+    def health(self, full: bool = False) -> Health:
+        """Do catalog and vectors agree? Counts only, unless `full` (every id compared)."""
+        chunks, vectors = self.count_chunks(), self.vector_count()
+        lost = (
+            chunks == 0
+            and vectors > 0
+            and (self.catalog_was_missing or int(self.manifest.get("chunks") or 0) > 0)
+        )
+        if full and not lost:
+            known, have = self._catalog_ids(), set(self.vector_ids())
+            missing, orphans = len(known - have), len(have - known)
+        else:
+            # counts: vectors beyond the catalog are orphans, a shortfall is missing vectors
+            missing, orphans = max(chunks - vectors, 0), max(vectors - chunks, 0)
+            if lost:
+                missing, orphans = 0, vectors
+        return Health(chunks, vectors, missing, orphans, lost, full)
+
+    def missing_vectors(self) -> list[Chunk]:
+        """The catalog's passages that Chroma has no vector for."""
+        have = set(self.vector_ids())
+        missing = sorted(self._catalog_ids() - have)
+        found = self.chunks(missing)
+        return [found[i] for i in missing]
+
+    def put_vectors(self, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
+        """Write vectors for passages the catalog already holds (a repair)."""
+        self._upsert_vectors(chunks, vectors)
+
+    def existing_vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The vectors Chroma already holds for any of these ids (reused, not re-embedded)."""
+        if not ids:
+            return {}
+        try:
+            with _CHROMA_LOCK:
+                res = self.fresh().get(ids=list(ids), include=["embeddings"])
+        except Exception as e:
+            log.warning("could not look up existing vectors (%s); embedding again", e)
+            return {}
+        return {
+            i: np.asarray(v, dtype=np.float32)
+            for i, v in zip(res["ids"], res["embeddings"], strict=True)
+        }
+
+    def recover_catalog(self) -> int:
+        """Rebuild the catalog's passages from Chroma's copies (text and position are stored
+        with every vector). Files come back with no fingerprint, so the next ingest reads
+        them again, reusing these vectors where the text is unchanged. Returns passages."""
+        rows: list[tuple[Any, ...]] = []
+        offset = 0
+        try:
+            while True:
+                with _CHROMA_LOCK:
+                    res = self.fresh().get(
+                        include=["documents", "metadatas"], limit=1000, offset=offset
+                    )
+                if not res["ids"]:
+                    break
+                for i, text, m in zip(res["ids"], res["documents"], res["metadatas"], strict=True):
+                    m = m or {}
+                    page = m.get("page", -1)
+                    rows.append((i, str(m.get("source", "")), int(m.get("position", 0)), text or "",
+                                 int(m.get("start_char", 0)), int(m.get("end_char", 0)),
+                                 None if page in (-1, None) else int(page),
+                                 str(m.get("title", "")), str(m.get("heading", ""))))  # fmt: skip
+                offset += len(res["ids"])
+        except Exception as e:
+            raise self._write_failed(e, "reading the vectors back from Chroma") from e
+        files: dict[str, list[tuple[Any, ...]]] = {}
+        for r in rows:
+            files.setdefault(r[1], []).append(r)
+        with self._tx() as db:
+            db.execute("DELETE FROM chunks")
+            db.execute("DELETE FROM files")
+            db.executemany("INSERT OR REPLACE INTO chunks VALUES (?,?,?,?,?,?,?,?,?)", rows)
+            db.executemany(
+                "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?)",
+                [
+                    (src, None, "indexed", None, rs[0][7], len(rs), max(r[5] for r in rs),
+                     time.time())
+                    for src, rs in files.items()
+                ],
+            )  # fmt: skip
+            self._bump(db)
+        self.catalog_was_missing = False
+        return len(rows)
 
     def _upsert_vectors(self, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
         step = 1000  # below Chroma's max batch size
         try:
             for i in range(0, len(chunks), step):
                 part = chunks[i : i + step]
-                self.collection.upsert(
+                with _CHROMA_LOCK:
+                    collection = self.fresh()
+                collection.upsert(
                     ids=[c.id for c in part],
                     embeddings=np.asarray(vectors[i : i + step], dtype=np.float32),
                     documents=[c.text for c in part],
@@ -368,14 +640,15 @@ class Index:
         except StoreError:
             raise
         except Exception as e:
-            raise StoreError(f"writing to Chroma failed ({type(e).__name__}: {e})") from e
+            raise self._write_failed(e, "writing to Chroma") from e
 
     def _delete_vectors(self, ids: Sequence[str]) -> None:
         try:
             for i in range(0, len(ids), 1000):
-                self.collection.delete(ids=list(ids[i : i + 1000]))
+                with _CHROMA_LOCK:
+                    self.fresh().delete(ids=list(ids[i : i + 1000]))
         except Exception as e:
-            raise StoreError(f"deleting from Chroma failed ({type(e).__name__}: {e})") from e
+            raise self._write_failed(e, "deleting from Chroma") from e
 
     def _chunk_ids(self, sources: Sequence[str]) -> list[str]:
         out: list[str] = []
@@ -384,7 +657,7 @@ class Index:
         return out
 
     def _tx(self) -> _Transaction:
-        return _Transaction(self._db)
+        return _Transaction(self)
 
     @staticmethod
     def _bump(db: sqlite3.Connection) -> None:
@@ -430,11 +703,12 @@ class Index:
         if total == 0:
             return []
         try:
-            res = self.collection.query(
-                query_embeddings=np.asarray(vector, dtype=np.float32).reshape(1, -1),
-                n_results=min(n + 10, total),
-                include=["distances"],
-            )
+            with _CHROMA_LOCK:
+                res = self.fresh().query(
+                    query_embeddings=np.asarray(vector, dtype=np.float32).reshape(1, -1),
+                    n_results=min(n + 10, total),
+                    include=["distances"],
+                )
         except Exception as e:
             raise StoreError(f"Chroma query failed ({type(e).__name__}: {e})") from e
         ids, dists = res["ids"][0], res["distances"][0]
@@ -444,7 +718,8 @@ class Index:
     def vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
         """The stored vectors of these chunks."""
         try:
-            res = self.collection.get(ids=list(ids), include=["embeddings"])
+            with _CHROMA_LOCK:
+                res = self.fresh().get(ids=list(ids), include=["embeddings"])
         except Exception as e:
             raise StoreError(f"Chroma get failed ({type(e).__name__}: {e})") from e
         return {
@@ -492,7 +767,11 @@ class Index:
                     return self._bm25
             except Exception as e:  # a damaged keyword index is rebuilt, never fatal
                 log.warning("keyword index unreadable (%s); rebuilding", e)
-        self.rebuild_keyword_index()
+        try:  # saved only by the index's writer: a reader beside an ingest keeps it in memory
+            with write_lock(self.dir, "saving the keyword index"):
+                self.rebuild_keyword_index()
+        except (IndexBusy, OSError):
+            self.rebuild_keyword_index(save=False)
         return self._bm25
 
     def rebuild_keyword_index(self, save: bool = True) -> None:
@@ -556,15 +835,30 @@ class Index:
 
 
 class _Transaction:
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
+    """One catalog transaction; a failed commit (a full disk) is a one-line StoreError."""
+
+    def __init__(self, index: Index) -> None:
+        self.index = index
+        self.db = index._db
 
     def __enter__(self) -> sqlite3.Connection:
         self.db.execute("BEGIN IMMEDIATE")
         return self.db
 
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self.db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise self.index._write_failed(exc, "writing the catalog") from exc
+            return
+        try:
+            self.db.execute("COMMIT")
+        except sqlite3.DatabaseError as e:
+            with contextlib.suppress(sqlite3.Error):
+                self.db.execute("ROLLBACK")
+            raise self.index._write_failed(e, "writing the catalog") from e
+        self.index._written()
 
 
 def read_manifest(index_dir: Path) -> dict[str, Any] | None:

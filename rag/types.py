@@ -170,7 +170,10 @@ class IngestReport:
     unchanged: list[str] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
     unsupported: list[str] = field(default_factory=list)
-    chunks_added: int = 0
+    chunks_added: int = 0  # embedded by this ingest
+    chunks_reused: int = 0  # written with vectors the index already held for the same text
+    chunks_repaired: int = 0  # re-embedded from the catalog: their vectors had gone missing
+    chunks_recovered: int = 0  # catalog rows rebuilt from Chroma: the catalog had gone missing
     chunks_removed: int = 0
     chunks_total: int = 0
     documents_total: int = 0

@@ -223,3 +223,80 @@ def test_discover_lists_unsupported_and_skips_hidden(tmp_path: Path) -> None:
 def test_discover_missing_path_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="no such file"):
         discover([tmp_path / "nope"])
+
+
+# --- pathological inputs: every loader is linear in its input ---------------------------
+
+
+def test_deeply_nested_html_loads_whole_and_fast(tmp_path: Path) -> None:
+    """8,000 nested elements: the walk used to recurse (RecursionError: the page was skipped)
+    and `tag.decomposed` searched each subtree (quadratic, ~30 s here)."""
+    import time
+
+    n = 8000
+    page = "".join(f'<div class="c{i}"><span>w{i} text</span>' for i in range(n))
+    p = tmp_path / "deep.html"
+    p.write_text(f"<html><body><main>{page}{'</div>' * n}</main></body></html>")
+    started = time.perf_counter()
+    d = _doc(p)
+    assert time.perf_counter() - started < 8  # ~0.5 s when linear
+    assert "w0 text" in d.text and f"w{n - 1} text" in d.text
+
+
+def test_many_heading_like_lines_are_linear(tmp_path: Path) -> None:
+    """Each line used to search all the lines after it (`lines[i + 1 :]`): quadratic."""
+    import time
+
+    p = tmp_path / "lines.txt"
+    p.write_text("\n".join(f"Heading Number {i}" for i in range(150_000)) + "\n" + "x " * 100)
+    started = time.perf_counter()
+    d = _doc(p)
+    assert time.perf_counter() - started < 5  # ~0.2 s when linear, ~20 s quadratic
+    # the last short line is followed by a paragraph, so it is a heading; the others are not
+    assert [h[1] for h in d.headings] == ["Heading Number 149999"]
+
+
+def _zip(tmp_path: Path, name: str, members: dict[str, bytes]) -> Path:
+    import zipfile
+
+    p = tmp_path / name
+    with zipfile.ZipFile(p, "w", zipfile.ZIP_DEFLATED) as z:
+        for member, data in members.items():
+            z.writestr(member, data)
+    return p
+
+
+def test_docx_zip_bomb_is_skipped_before_unpacking(tmp_path: Path) -> None:
+    # 40 MB of one byte deflates to ~40 KB: 1000x, far past any real document
+    p = _zip(tmp_path, "bomb.docx", {"word/document.xml": b" " * (40 << 20)})
+    assert p.stat().st_size < 1 << 20
+    out = load_file(p)
+    assert isinstance(out, Skipped) and "zip bomb" in out.reason
+    assert "word/document.xml" in out.reason
+
+
+def test_docx_that_unpacks_past_the_size_limit_is_skipped(tmp_path: Path) -> None:
+    import os
+
+    # 5 MB of random a/b letters deflate ~7x: under 1 MB zipped, yet no bomb
+    big = bytes(b"ab"[x & 1] for x in os.urandom(5 << 20))
+    p = _zip(tmp_path, "huge.docx", {"word/document.xml": big})
+    assert p.stat().st_size < 1 << 20
+    out = load_file(p, LoadSettings(max_file_mb=1))
+    assert isinstance(out, Skipped) and "unpacks to" in out.reason and "--max-file-mb" in out.reason
+    assert "unpacks to" not in str(load_file(p, LoadSettings(max_file_mb=50)))
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_utf16_without_bom_is_text_not_binary(tmp_path: Path, encoding: str) -> None:
+    p = tmp_path / "wide.txt"
+    p.write_bytes("Ünïcode wide text without a byte order mark, café.\n".encode(encoding) * 20)
+    d = _doc(p)
+    assert d.text.startswith("Ünïcode wide text") and "café" in d.text
+
+
+def test_binary_with_nuls_is_still_binary(tmp_path: Path) -> None:
+    p = tmp_path / "blob.txt"
+    p.write_bytes(b"\x00\x01\x02\x03abc\x00\x00\xff" * 500)
+    out = load_file(p)
+    assert isinstance(out, Skipped) and "binary" in out.reason

@@ -102,3 +102,51 @@ def test_ingest_and_ask_with_no_network(tmp_path: Path, use_unshare: bool) -> No
     log = tmp_path / "net.log"
     attempts = log.read_text() if log.exists() else ""
     assert attempts == "", f"tried to reach the network: {attempts}"
+
+
+@pytest.mark.slow
+def test_the_long_running_server_makes_no_network_calls(tmp_path: Path) -> None:
+    """`rag serve` under strace for half a minute after it listens: onnxruntime's 1DS
+    telemetry used to look up mobile.events.data.microsoft.com (~13 DNS queries in 25 s),
+    which the socket guard above cannot see (it is native code)."""
+    import re
+    import time
+
+    from .conftest import missing, pick_free_port, write_small_corpus
+
+    if not shutil.which("strace"):
+        missing("strace is not installed (`make test` installs it: apt-get install strace)")
+    docs = write_small_corpus(tmp_path / "docs")
+    port = pick_free_port()
+    trace = tmp_path / "strace.log"
+    dropped = ("RAG_", "HF_", "TRANSFORMERS_", "ANONYMIZED", "GRADIO", "ORT_", "DO_NOT_TRACK")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(dropped)}
+    env["HOME"] = str(tmp_path / "home")
+    cmd = ["strace", "-f", "-qq", "-e", "trace=connect,sendto,sendmsg", "-o", str(trace),
+           sys.executable, "-m", "rag", "--index", str(tmp_path / "idx"), "serve", "--port",
+           str(port), "--docs", str(tmp_path / "uploads"), "--ingest", str(docs)]  # fmt: skip
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         cwd=tmp_path, env=env, start_new_session=True)  # fmt: skip
+    try:
+        assert p.stdout is not None
+        line = p.stdout.readline()  # printed once the app listens and the models are loaded
+        assert f"http://127.0.0.1:{port}/" in line, line + (p.stderr.read() if p.stderr else "")
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as r:
+            assert r.status == 200
+        time.sleep(30)
+    finally:
+        import signal
+
+        os.killpg(p.pid, signal.SIGTERM)  # strace and the server it traces
+        p.wait(timeout=60)
+    calls = trace.read_text().splitlines()
+    inet = [c for c in calls if "connect(" in c and ("AF_INET" in c or "AF_INET6" in c)]
+    assert inet, "strace saw no connect at all: the trace did not work"
+    outside = [
+        c for c in inet
+        if not re.search(r'inet_addr\("127\.|inet_pton\(AF_INET6, "::1"|"::ffff:127\.', c)
+    ]  # fmt: skip
+    dns = [c for c in calls if "htons(53)" in c]
+    assert not outside and not dns, "\n".join((outside + dns)[:10])

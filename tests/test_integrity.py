@@ -1,0 +1,219 @@
+"""The index checks itself: lost vectors, a lost or damaged catalog, two writers, a reader
+beside a writer in another process, a full disk. Each through the real `rag` command (and
+real embedded Chroma), the way a user meets the fault."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rag.errors import IndexBusy
+from rag.pipeline import Rag
+from rag.store import write_lock
+
+from .conftest import ROOT, SEEDS, run_rag, settings_for
+
+QUESTION = "How much did Japan pledge to the United States?"
+
+
+@pytest.fixture
+def seeded(tmp_path: Path) -> tuple[Path, Path]:
+    """(index, docs): a fresh index of a copy of seeds/ that the test may damage."""
+    docs = tmp_path / "docs"
+    shutil.copytree(SEEDS, docs)
+    index = tmp_path / "idx"
+    r = run_rag("ingest", str(docs), index=index)
+    assert r.code == 0, r.err
+    return index, docs
+
+
+def _doctor(index: Path, *args: str) -> tuple[int, dict]:
+    r = run_rag("doctor", "--json", *args, index=index)
+    return r.code, json.loads(r.out)
+
+
+def test_deleted_vectors_are_reported_and_reembedded_from_the_catalog(
+    seeded: tuple[Path, Path],
+) -> None:
+    index, docs = seeded
+    code, health = _doctor(index)
+    assert code == 0 and health["ok"] and health["missing"] == 0
+    chunks = health["chunks"]
+
+    shutil.rmtree(index / "chroma")
+    r = run_rag("ask", QUESTION, index=index)
+    # still answers (by keyword), and says what is wrong and the command that fixes it
+    assert r.code == 0 and "550 billion" in r.out
+    assert f"{chunks} of {chunks} passages have no vector" in r.err and "doctor --repair" in r.err
+    code, health = _doctor(index)
+    assert code == 1 and health["missing"] == chunks and not health["ok"]
+
+    # a plain re-ingest used to report "unchanged" and leave the vectors gone
+    r = run_rag("ingest", str(docs), "--json", index=index)
+    assert r.code == 0, r.err
+    report = json.loads(r.out)
+    assert report["chunks_repaired"] == chunks and report["chunks_added"] == 0
+    assert len(report["unchanged"]) == 2  # no file was read again
+    code, health = _doctor(index)
+    assert code == 0 and health["vectors"] == chunks
+    r = run_rag("search", "Japan pledge investment", "--mode", "dense", "--json", index=index)
+    assert json.loads(r.out)["hits"], "dense search finds the re-embedded passages"
+
+
+def test_deleted_catalog_is_rebuilt_from_the_vectors(seeded: tuple[Path, Path]) -> None:
+    index, docs = seeded
+    for f in index.glob("catalog.sqlite*"):
+        f.unlink()
+    r = run_rag("ask", QUESTION, index=index)
+    assert "catalog" in r.err and "doctor --repair" in r.err  # not a silent refusal
+
+    code, health = _doctor(index, "--repair")
+    assert code == 0, health
+    assert health["repaired"]["recovered"] == health["chunks"] > 0
+    assert health["repaired"]["reembedded"] == 0
+    r = run_rag("ask", QUESTION, "--json", index=index)
+    answer = json.loads(r.out)
+    assert not answer["refused"] and "550 billion" in answer["answer"]
+    cited = answer["citations"][0]
+    text = Path(cited["source"]).read_text()
+    assert text[cited["start_char"] : cited["end_char"]] == cited["text"]
+
+    # the recovered files have no fingerprint: the next ingest reads them and keeps the vectors
+    r = run_rag("ingest", str(docs), "--json", index=index)
+    report = json.loads(r.out)
+    assert report["chunks_added"] == 0 and report["chunks_reused"] == health["chunks"]
+    r = run_rag("ingest", str(docs), "--json", index=index)
+    assert len(json.loads(r.out)["unchanged"]) == 2
+
+
+def test_damaged_catalog_is_one_line_and_repaired(seeded: tuple[Path, Path]) -> None:
+    index, _ = seeded
+    for f in index.glob("catalog.sqlite-*"):
+        f.unlink()
+    (index / "catalog.sqlite").write_bytes(b"this is not a database" * 100)
+    r = run_rag("ask", QUESTION, index=index)
+    assert r.code == 1 and r.err.count("\n") == 1, r.err
+    assert "catalog" in r.err and "damaged" in r.err and "doctor --repair" in r.err
+    assert "unexpected" not in r.err
+
+    code, health = _doctor(index, "--repair")
+    assert code == 0 and health["ok"] and health["repaired"]["recovered"] > 0
+    assert list(index.glob("catalog.sqlite.damaged-*")), "the damaged file is kept aside"
+    r = run_rag("ask", QUESTION, index=index)
+    assert r.code == 0 and "550 billion" in r.out
+
+
+def test_a_second_writer_is_refused_with_the_holder(seeded: tuple[Path, Path]) -> None:
+    index, docs = seeded
+    (docs / "new.txt").write_text("A new note about the lock test.\n")
+    with write_lock(index, "a test holding the lock"):
+        r = run_rag("ingest", str(docs), index=index)
+        assert r.code == 1 and r.err.count("\n") == 1, r.err
+        assert f"pid {os.getpid()}" in r.err and "a test holding the lock" in r.err
+        assert "wait for it to finish" in r.err
+        # a second writer in the same process is refused too
+        with pytest.raises(IndexBusy):
+            Rag(settings_for(index)).delete([str(docs / "new.txt")])
+        # readers are not blocked
+        assert run_rag("ask", QUESTION, index=index).code == 0
+    r = run_rag("ingest", str(docs), "--json", index=index)
+    assert r.code == 0 and len(json.loads(r.out)["added"]) == 1
+
+
+def test_two_real_ingests_at_once_one_waits_for_nothing(tmp_path: Path) -> None:
+    """Two `rag ingest` processes into one index: one writes, the other is refused at once
+    (before this lock, both wrote and interleaved their catalog generations)."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(40):
+        note = f"Note {i} says station {i} counted {i * 7} birds. "
+        (docs / f"n{i:02d}.txt").write_text(note * 40)
+    index = tmp_path / "idx"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
+    cmd = [sys.executable, "-m", "rag", "--index", str(index), "ingest", str(docs)]
+    first = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    lock = index / "write.lock"
+    import time
+
+    deadline = time.time() + 120
+    while time.time() < deadline and not (lock.exists() and lock.read_text().strip()):
+        time.sleep(0.05)
+    second = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    assert second.returncode == 1 and "is being written by pid" in second.stderr
+    assert f"pid {first.pid}" in second.stderr
+    code, health = _doctor(index)
+    assert code == 0 and health["ok"] and health["orphans"] == 0
+
+
+def test_a_reader_sees_what_another_process_ingested(seeded: tuple[Path, Path]) -> None:
+    """A long-running reader (as `rag serve` is) and `rag ingest` in another process: the
+    reader's copy of embedded Chroma used to go stale and fail with 'Error finding id'."""
+    index, docs = seeded
+    rag = Rag(settings_for(index))
+    assert rag.search("pledge", k=3)  # the reader has loaded the vectors
+    (docs / "kestrel.txt").write_text(
+        "The Kestrel Observatory in Tromsø records aurora activity every night. Its director, "
+        "Ingrid Vollan, reported 212 aurora nights in 2024.\n"
+    )
+    r = run_rag("ingest", str(docs), index=index)
+    assert r.code == 0, r.err
+    hits = rag.search("How many aurora nights did the Kestrel Observatory report?", k=3,
+                      mode="dense")  # fmt: skip
+    assert hits and hits[0].chunk.source.endswith("kestrel.txt")
+    answer = rag.ask("How many aurora nights did the Kestrel Observatory report in 2024?")
+    assert "212" in answer.answer and not answer.refused
+    # and the other way: the reader's own deletion is seen by a new process
+    rag.delete([str((docs / "kestrel.txt").resolve())])
+    r = run_rag("search", "Kestrel Observatory aurora", "--mode", "dense", "--json", index=index)
+    assert all(not h["source"].endswith("kestrel.txt") for h in json.loads(r.out)["hits"])
+    rag.close()
+
+
+def _mount_tmpfs(where: Path, size: str) -> bool:
+    where.mkdir(parents=True, exist_ok=True)
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                       capture_output=True)  # fmt: skip
+    return p.returncode == 0
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_named_and_the_index_keeps_answering(tmp_path: Path) -> None:
+    disk = tmp_path / "small-disk"
+    if os.geteuid() != 0 or not _mount_tmpfs(disk, "4m"):
+        pytest.skip("needs root to mount a small tmpfs (a real full disk)")
+    try:
+        index = disk / "idx"
+        r = run_rag("ingest", str(SEEDS), index=index)
+        assert r.code == 0, r.err
+        # the seeds take ~1.6 MB; ~600 more passages take far more than the 4 MB disk has left
+        docs = tmp_path / "big"
+        docs.mkdir()
+        for i in range(60):
+            (docs / f"d{i:03d}.txt").write_text(
+                " ".join(f"Entry {i}-{j} records {i * j} units of item {j}." for j in range(120))
+            )
+        r = run_rag("ingest", str(docs), index=index, timeout=900)
+        assert r.code == 1, r.out
+        assert r.err.startswith("error: the disk holding") and "is full" in r.err, r.err
+        assert r.err.count("\n") == 1 and "unexpected" not in r.err
+        # what was there before still answers, even while the disk is full
+        r = run_rag("ask", QUESTION, index=index)
+        assert r.code == 0 and "550 billion" in r.out, r.err
+        # space freed: the same command finishes the work
+        subprocess.run(["mount", "-o", "remount,size=200m", str(disk)], check=True)
+        r = run_rag("ingest", str(docs), "--json", index=index, timeout=900)
+        assert r.code == 0, r.err
+        assert json.loads(r.out)["documents_total"] == 62
+        code, health = _doctor(index)
+        assert code == 0 and health["ok"], health
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
