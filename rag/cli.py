@@ -237,9 +237,18 @@ def _questions(
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--batch", type=click.Path(path_type=Path, dir_okay=False),
               help='JSONL of {"id", "question"}: one JSON result per line, in order.')  # fmt: skip
+@click.option("--source", "source_globs", multiple=True, metavar="GLOB",
+              help="Only these documents: a glob ('*.pdf'), a folder or a file name; "
+              "repeat for several.")  # fmt: skip
 @pass_ctx
 def search(
-    c: Context, question: str | None, k: int, mode: str | None, as_json: bool, batch: Path | None
+    c: Context,
+    question: str | None,
+    k: int,
+    mode: str | None,
+    as_json: bool,
+    batch: Path | None,
+    source_globs: tuple[str, ...],
 ) -> None:
     """Show the passages that best match QUESTION.
 
@@ -247,8 +256,9 @@ def search(
     Example:  rag search "Mutual Defense Treaty" -k 3
     """
     rag = c.rag()
+    sources = rag.match_sources(source_globs) if source_globs else None
     for qid, q in _questions(question, batch, "search"):
-        hits = rag.search(q, k=k, mode=mode)  # type: ignore[arg-type]
+        hits = rag.search(q, k=k, mode=mode, sources=sources)  # type: ignore[arg-type]
         if as_json or batch is not None:
             out: dict[str, Any] = {"query": q, "hits": [h.to_json() for h in hits]}
             if batch is not None:
@@ -348,6 +358,9 @@ def _stream_answer(rag: Any, question: str, **kwargs: Any) -> Any:
 @click.option("--json", "as_json", is_flag=True, help="Print the answer object as JSON.")
 @click.option("--batch", type=click.Path(path_type=Path, dir_okay=False),
               help='JSONL of {"id", "question"}: one JSON answer per line, in order.')  # fmt: skip
+@click.option("--source", "source_globs", multiple=True, metavar="GLOB",
+              help="Only these documents: a glob ('*.pdf'), a folder or a file name; "
+              "repeat for several.")  # fmt: skip
 @_llm_options
 @pass_ctx
 def ask(
@@ -357,6 +370,7 @@ def ask(
     mode: str | None,
     as_json: bool,
     batch: Path | None,
+    source_globs: tuple[str, ...],
     llm_url: str | None,
     llm_model: str | None,
     llm_gguf: Path | None,
@@ -372,28 +386,34 @@ def ask(
       rag ask "What did Japan pledge to the United States?"
       rag ask --llm-url http://localhost:11434/v1 --llm-model llama3.2 "..."   # Ollama
       rag ask --llm-gguf model.gguf --json "..." | jq .citations
+      rag ask --source '*.pdf' --source ~/notes/ "..."   # only these documents
     """
     with _rag_with_llm(c, llm_url, llm_model, llm_gguf, llm_name) as rag:
+        sources = rag.match_sources(source_globs) if source_globs else None
         for qid, q in _questions(question, batch):
             if as_json or batch is not None:
-                answer = rag.ask(q, k=k, mode=mode)
+                answer = rag.ask(q, k=k, mode=mode, sources=sources)
                 out = answer.to_json()
                 if batch is not None:
                     out["id"] = qid
                 _print_json(out, compact=batch is not None)
                 continue
-            _stream_answer(rag, q, k=k, mode=mode)
+            _stream_answer(rag, q, k=k, mode=mode, sources=sources)
 
 
 @cli.command()
 @click.option("-k", type=click.IntRange(1, 50), help="Passages to answer from [5].")
 @click.option("--mode", type=click.Choice(MODES), help="Retrieval mode [hybrid].")
+@click.option("--source", "source_globs", multiple=True, metavar="GLOB",
+              help="Only these documents: a glob ('*.pdf'), a folder or a file name; "
+              "repeat for several.")  # fmt: skip
 @_llm_options
 @pass_ctx
 def chat(
     c: Context,
     k: int | None,
     mode: str | None,
+    source_globs: tuple[str, ...],
     llm_url: str | None,
     llm_model: str | None,
     llm_gguf: Path | None,
@@ -412,6 +432,7 @@ def chat(
         import readline  # noqa: F401 -- line editing and ↑ history for input()
     with _rag_with_llm(c, llm_url, llm_model, llm_gguf, llm_name) as rag:
         rag.index  # noqa: B018 -- a missing index fails here, with the command to build it
+        sources = rag.match_sources(source_globs) if source_globs else None
         if interactive:
             click.echo("Ask about your documents. /reset starts over; /quit or Ctrl-D leaves.",
                        err=True)  # fmt: skip
@@ -436,7 +457,8 @@ def chat(
                 click.echo("commands: /reset (forget the conversation), /quit", err=True)
                 continue
             try:
-                answer = _stream_answer(rag, line, k=k, mode=mode, history=history)
+                answer = _stream_answer(rag, line, k=k, mode=mode, history=history,
+                                        sources=sources)  # fmt: skip
             except KeyboardInterrupt:
                 click.echo("\n(interrupted)", err=True)
                 continue

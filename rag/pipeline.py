@@ -350,10 +350,42 @@ class Rag:
     # --- questions ---------------------------------------------------------------------
 
     def search(
-        self, query: str, k: int | None = None, mode: Mode | None = None, rerank: int | None = None
+        self,
+        query: str,
+        k: int | None = None,
+        mode: Mode | None = None,
+        rerank: int | None = None,
+        sources: Sequence[str] | None = None,
     ) -> list[Hit]:
+        """`sources`: only these documents (exact sources; see `match_sources`)."""
         with self._lock:
-            return self.retriever.search(query, k=k, mode=mode, rerank=rerank)
+            return self.retriever.search(query, k=k, mode=mode, rerank=rerank, sources=sources)
+
+    def match_sources(self, patterns: Sequence[str]) -> list[str]:
+        """The indexed documents matching any of `patterns`: a glob (`*.pdf`,
+        `~/papers/2024/*`), a folder (everything under it) or a file, each tried against the
+        absolute path, the path relative to the current folder and the file name."""
+        import fnmatch
+        import os
+
+        indexed = [s for s, row in self.files().items() if row.status == "indexed"]
+        out: list[str] = []
+        for pattern in patterns:
+            expanded = os.path.expanduser(pattern)
+            absolute = os.path.abspath(expanded)
+            matched = [
+                s for s in indexed
+                if s == absolute or _under(s, absolute)
+                or fnmatch.fnmatchcase(s, absolute) or fnmatch.fnmatchcase(s, expanded)
+                or fnmatch.fnmatchcase(Path(s).name, expanded)
+            ]  # fmt: skip
+            if not matched:
+                raise UsageError(
+                    f"no indexed document matches --source {pattern!r}: give a glob like "
+                    "'*.pdf', a folder or a file name (`rag status --json` lists the roots)"
+                )
+            out.extend(m for m in matched if m not in out)
+        return out
 
     @property
     def answerer(self) -> Any:
@@ -392,12 +424,14 @@ class Rag:
         history: Sequence[Any] | None = None,
         answerer: Any = None,
         llm: Any = None,
+        sources: Sequence[str] | None = None,
     ) -> Iterator[str | Draft | Answer]:
         """Yield the answer's text as it is produced, then the whole Answer.
 
         `history`: the earlier turns, oldest first, as (question, answer) pairs or chat
         messages; a follow-up is rewritten to stand alone before retrieval. `answerer`: one
-        made by `make_answerer` (default: `self.answerer`); `llm`: answer with this LLM.
+        made by `make_answerer` (default: `self.answerer`); `llm`: answer with this LLM;
+        `sources`: answer only from these documents.
         """
         from .answer import condense, pairs
 
@@ -415,7 +449,8 @@ class Rag:
                 timings["condense"] = time.perf_counter() - t
             t = time.perf_counter()
             k = max(k or self.settings.retrieve.k, 1)
-            hits = self.search(standalone, k=k, mode=mode, rerank=self.settings.answer.rerank)
+            hits = self.search(standalone, k=k, mode=mode, rerank=self.settings.answer.rerank,
+                               sources=sources)  # fmt: skip
             timings["retrieve"] = time.perf_counter() - t
             for piece in answerer.stream(standalone, hits):
                 if isinstance(piece, Answer):

@@ -4,7 +4,7 @@ the best fused candidates then reordered by a cross-encoder (rerank.py)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -87,10 +87,16 @@ class Retriever:
         return self.embedder.embed([self.embedder.query_prefix + query])[0]
 
     def search(
-        self, query: str, k: int | None = None, mode: Mode | None = None, rerank: int | None = None
+        self,
+        query: str,
+        k: int | None = None,
+        mode: Mode | None = None,
+        rerank: int | None = None,
+        sources: Sequence[str] | None = None,
     ) -> list[Hit]:
         """The k best chunks for `query`, best first. In hybrid mode the best max(rerank, k)
-        fused candidates are reordered by the cross-encoder (`rerank` 0: not at all)."""
+        fused candidates are reordered by the cross-encoder (`rerank` 0: not at all).
+        `sources`: search only these documents (None: all)."""
         k = k or self.settings.k
         mode = mode or self.settings.mode
         rerank = self.settings.rerank if rerank is None else rerank
@@ -109,7 +115,7 @@ class Retriever:
         if mode in ("dense", "hybrid"):
             qvec = self.embed_query(query)
             try:
-                dense = self.index.dense(qvec, depth)
+                dense = self.index.dense(qvec, depth, sources)
             except StoreError as e:
                 if mode == "dense":
                     raise
@@ -117,7 +123,7 @@ class Retriever:
                 log.warning("vector search failed, answering by keyword only: %s", e)
                 dense = []
         if mode in ("keyword", "hybrid"):
-            keyword = self.index.keyword(query, depth)
+            keyword = self.index.keyword(query, depth, sources)
         dense_of = dict(dense)
         keyword_of = dict(keyword)
         fused_of: dict[str, float] = {}

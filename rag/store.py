@@ -697,17 +697,24 @@ class Index:
                 out[r[0]] = (r[1], r[2])
         return out
 
-    def dense(self, vector: np.ndarray, n: int) -> list[tuple[str, float]]:
-        """(chunk id, cosine similarity), best first, only chunks the catalog knows."""
+    def dense(
+        self, vector: np.ndarray, n: int, sources: Sequence[str] | None = None
+    ) -> list[tuple[str, float]]:
+        """(chunk id, cosine similarity), best first, only chunks the catalog knows;
+        `sources`: only chunks of these documents."""
         total = self.count_chunks()
-        if total == 0:
+        if total == 0 or (sources is not None and not sources):
             return []
+        where = None
+        if sources is not None:
+            where = {"source": {"$in": list(sources)}}
         try:
             with _CHROMA_LOCK:
                 res = self.fresh().query(
                     query_embeddings=np.asarray(vector, dtype=np.float32).reshape(1, -1),
                     n_results=min(n + 10, total),
                     include=["distances"],
+                    where=where,
                 )
         except Exception as e:
             raise StoreError(f"Chroma query failed ({type(e).__name__}: {e})") from e
@@ -727,10 +734,12 @@ class Index:
             for i, v in zip(res["ids"], res["embeddings"], strict=True)
         }
 
-    def keyword(self, query: str, n: int) -> list[tuple[str, float]]:
-        """(chunk id, BM25 score > 0), best first."""
+    def keyword(
+        self, query: str, n: int, sources: Sequence[str] | None = None
+    ) -> list[tuple[str, float]]:
+        """(chunk id, BM25 score > 0), best first; `sources`: only chunks of these documents."""
         retriever = self._keyword_index()
-        if retriever is None or not self._bm25_ids:
+        if retriever is None or not self._bm25_ids or (sources is not None and not sources):
             return []
         import bm25s
 
@@ -742,12 +751,29 @@ class Index:
         if not query_tokens[0]:
             return []
         k = min(n, len(self._bm25_ids))
-        docs, scores = retriever.retrieve(query_tokens, k=k, show_progress=False, n_threads=1)
+        mask = None
+        if sources is not None:
+            wanted = set(sources)
+            owner = self._bm25_owner()
+            mask = np.fromiter((owner.get(i) in wanted for i in self._bm25_ids), dtype=bool,
+                               count=len(self._bm25_ids)).astype(np.float32)  # fmt: skip
+            k = min(k, int(mask.sum()))
+            if k == 0:
+                return []
+        docs, scores = retriever.retrieve(query_tokens, k=k, show_progress=False, n_threads=1,
+                                          weight_mask=mask)  # fmt: skip
         return [
             (self._bm25_ids[int(d)], float(s))
             for d, s in zip(docs[0], scores[0], strict=True)
             if s > 0
         ]
+
+    def _bm25_owner(self) -> dict[str, str]:
+        """chunk id → its source, for the keyword index's current generation."""
+        if getattr(self, "_owner_gen", None) != self._bm25_gen:
+            self._owner = dict(self._db.execute("SELECT id, source FROM chunks").fetchall())
+            self._owner_gen = self._bm25_gen
+        return self._owner
 
     def _keyword_index(self) -> Any:
         gen = self.generation()

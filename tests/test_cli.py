@@ -268,3 +268,29 @@ def test_a_newline_in_a_file_name_is_printed_escaped(tmp_path: Path) -> None:
     assert "two\\nlines.txt" in r.out and "bad\\nbinary.txt: binary" in r.out
     # one file, one line: no line of the report starts with the second half of a name
     assert not any(line.startswith(("lines.txt", "binary.txt")) for line in r.out.splitlines())
+
+
+def test_source_filter_limits_search_and_answers(tmp_path: Path, corpus: Path) -> None:
+    index = tmp_path / "idx"
+    assert run_rag("ingest", str(corpus), index=index).code == 0
+    # "euros" is in both documents; --source keeps one, in every retrieval mode
+    for mode in ("dense", "keyword", "hybrid"):
+        r = run_rag("search", "how many euros", "--mode", mode, "--json", index=index)
+        assert {Path(h["source"]).name for h in json.loads(r.out)["hits"]} == {
+            "alpha.md",
+            "beta.txt",
+        }
+        r = run_rag("search", "how many euros", "--mode", mode, "--json", "--source", "beta.*",
+                    index=index)  # fmt: skip
+        assert r.code == 0, r.err
+        assert {Path(h["source"]).name for h in json.loads(r.out)["hits"]} == {"beta.txt"}, mode
+    # a folder, and an answer drawn only from the chosen document
+    only = str(corpus / "beta.txt")
+    r = run_rag("ask", "How much money is paid in euros?", "--json", "--source", only, index=index)
+    answer = json.loads(r.out)
+    assert "3 euros" in answer["answer"] and "2.5 million" not in answer["answer"]
+    assert all(c["source"].endswith("beta.txt") for c in answer["citations"])
+    r = run_rag("search", "euros", "--json", "--source", str(corpus), index=index)
+    assert len({h["source"] for h in json.loads(r.out)["hits"]}) == 2
+    r = run_rag("ask", "Who?", "--source", "*.pdf", index=index)
+    assert r.code == 2 and "no indexed document matches --source '*.pdf'" in r.err

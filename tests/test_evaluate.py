@@ -662,3 +662,18 @@ def test_metrics_per_split_and_their_gates(tmp_path: Path) -> None:
     path.write_text('{"id": "a", "question": "q?", "split": "held out!"}\n')
     with pytest.raises(UsageError, match='"split" must be a word'):
         load_dataset(path)
+
+
+def test_datasets_are_found_wherever_the_app_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rag.evaluate import find_datasets
+
+    index = tmp_path / "idx"
+    (index / "evals").mkdir(parents=True)
+    (index / "evals" / "mine.jsonl").write_text('{"id": "m1", "question": "Q?"}\n')
+    monkeypatch.chdir(tmp_path)  # no evals/ here
+    names = [p.name for p in find_datasets(index)]
+    assert names[0] == "seeds_qa.jsonl"  # the checkout's shipped sets, the main one first
+    assert {"heldout_qa.jsonl", "pydocs_qa.jsonl", "mine.jsonl"} <= set(names)
+    assert len(names) == len(set(names))

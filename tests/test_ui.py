@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -324,3 +325,15 @@ def test_evaluation_tab_shows_the_calibration_plot_or_says_how_to_make_it(
         assert "python bench/calibrate.py --plot docs/calibration.png" in notes
     finally:
         engine.close()
+
+
+def test_sources_are_named_by_title_with_the_file_and_the_score_explained() -> None:
+    hit = _hit("Some text.", source="/docs/000_b1c465d2178b5198.txt", page=None)
+    hit = Hit(replace(hit.chunk, title="The Korean Economy: Turning Crisis into Opportunity"),
+              score=0.5, rank=1, dense=0.61)  # fmt: skip
+    out = render.passage_html(hit, "src-1-1", "1")
+    assert '<b title="/docs/000_b1c465d2178b5198.txt">The Korean Economy: Turning Crisis' in out
+    assert '<span class="file"' in out and "000_b1c465d2178b5198.txt</span>" in out
+    assert 'class="score" title="Score: how well the passage matches' in out
+    assert render.doc_label("/d/report.pdf", "report") == "report.pdf"  # no better name
+    assert render.doc_label("/d/a.md", "  Alpha\n Project ") == "Alpha Project (a.md)"

@@ -115,8 +115,10 @@ def browser() -> Iterator[Any]:
 class Page:
     """One browser session on the app, recording every request it makes."""
 
-    def __init__(self, browser: Any, server: Server, shots: Path, width: int = 1280) -> None:
-        self.context = browser.new_context(viewport={"width": width, "height": 800})
+    def __init__(
+        self, browser: Any, server: Server, shots: Path, width: int = 1280, height: int = 800
+    ) -> None:
+        self.context = browser.new_context(viewport={"width": width, "height": height})
         self.context.grant_permissions(
             ["clipboard-read", "clipboard-write"], origin=server.url.rstrip("/")
         )
@@ -419,6 +421,9 @@ def test_evaluation_tab_runs_a_dataset_and_shows_what_changed(
     page.tab("Evaluation")
     # the chat's settings are for the chat; hiding them is a round trip to the server
     pg.wait_for_selector("#settings", state="hidden", timeout=15_000)
+    # the app starts outside the checkout (cwd has no evals/), yet lists the shipped sets
+    choices = pg.inner_text("#eval-dataset")
+    assert "seeds_qa.jsonl" in choices and "heldout_qa.jsonl" in choices, choices
     pg.set_input_files("#eval-upload input[type=file]", [str(dataset)])
     pg.wait_for_selector("#eval-dataset input[value='Uploaded file']:checked", timeout=45_000)
     pg.click("#eval-run")
@@ -435,7 +440,9 @@ def test_evaluation_tab_runs_a_dataset_and_shows_what_changed(
     report = tmp_path / "report.html"
     download.value.save_as(report)
     assert "hit@5" in report.read_text()
-    saved = list((server.tmp / "evals" / "runs").glob("*.json"))
+    # no evals/ where it started: the runs are kept in the index folder, not the cwd
+    assert not (server.tmp / "evals").exists()
+    saved = list((server.tmp / "index" / "evals" / "runs").glob("*.json"))
     assert len(saved) == 1
 
     # again, retrieval only against the same questions: the change from the first run
@@ -450,3 +457,51 @@ def test_evaluation_tab_runs_a_dataset_and_shows_what_changed(
     page.tab("Status")
     status = pg.inner_text("#status")
     assert "Embedding model" in status and "minilm" in status.lower()
+
+
+IN_VIEW = """(sel) => { const r = document.querySelector(sel).getBoundingClientRect();
+  return r.top >= 0 && r.bottom <= window.innerHeight + 1; }"""
+
+
+@pytest.mark.parametrize(("width", "height"), [(1366, 768), (390, 844)], ids=["laptop", "phone"])
+def test_every_source_can_be_read_and_the_question_box_stays_reachable(
+    browser: Any, server: Server, tmp_path: Path, width: int, height: int
+) -> None:
+    """At laptop size the Sources panel used to overflow the window without scrolling, and a
+    click on [n] scrolled the whole app so the title, tabs and question box were lost."""
+    p = Page(browser, server, tmp_path, width=width, height=height)
+    pg = p.page
+    try:
+        p.ask("How much did Japan pledge to the United States?")
+        p.ask("What was Korea's unemployment rate in 2023?")  # refused: three closest passages
+        p.ask("What did Trump say the United States would receive from Korea?")
+        # every answer's sources unfolded: far longer than the window
+        pg.evaluate("document.querySelectorAll('#sources details').forEach(d => d.open = true)")
+        passages = pg.locator("#sources article.src")
+        assert passages.count() >= 5
+        last = passages.nth(passages.count() - 1)
+        last.scroll_into_view_if_needed()
+        assert last.evaluate("e => e.getBoundingClientRect().top < window.innerHeight")
+        if width > 640:
+            # the panel scrolls itself: the page around it does not move
+            panel = pg.evaluate("""() => { const s = document.getElementById('sources');
+                return [getComputedStyle(s).overflowY, s.scrollHeight > s.clientHeight,
+                        s.getBoundingClientRect().bottom <= window.innerHeight + 1]; }""")
+            assert panel == ["auto", True, True], panel
+            assert pg.evaluate(IN_VIEW, "#header") and pg.evaluate(IN_VIEW, "#question")
+            pg.evaluate("document.getElementById('sources').scrollTop = 0")
+            cite = pg.locator("#chat a.cite").last
+            cite.click()
+            pg.wait_for_timeout(1200)  # the smooth scroll
+            target = cite.get_attribute("href")[1:]
+            assert pg.evaluate(IN_VIEW, f"#{target} mark") or pg.evaluate(
+                "(id) => { const r = document.getElementById(id).getBoundingClientRect();"
+                " return r.top < window.innerHeight && r.bottom > 0; }", target
+            )  # fmt: skip
+            assert pg.evaluate(IN_VIEW, "#header"), "the title scrolled away"
+            assert pg.evaluate(IN_VIEW, "#question"), "the question box scrolled away"
+        pg.locator("#question textarea").scroll_into_view_if_needed()
+        assert pg.evaluate(IN_VIEW, "#question")
+        p.shot(f"sources-{width}")
+    finally:
+        p.close()

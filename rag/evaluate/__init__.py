@@ -10,7 +10,7 @@ Stages: dataset.py (load and validate), metrics.py (pure metric functions), runn
 (ask, score, baselines), history.py (saved runs and diffs), report.py (text, HTML, Markdown).
 """
 
-from .dataset import EvalItem, load_dataset
+from .dataset import EvalItem, dataset_dirs, find_datasets, load_dataset
 from .history import diff_runs, list_runs, load_run, resolve_runs
 from .metrics import check_gates, metric_names, parse_gates
 from .report import write_report
@@ -23,8 +23,10 @@ __all__ = [
     "EvalRun",
     "check_gates",
     "compare",
+    "dataset_dirs",
     "diff_runs",
     "failures",
+    "find_datasets",
     "list_runs",
     "load_dataset",
     "load_run",

@@ -229,3 +229,21 @@ def _strings(value: Any, name: str, qid: object) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
         raise _Invalid(f'question {qid}: "{name}" must be a list of non-empty strings')
     return tuple(v.strip() if name == "tags" else v for v in value)
+
+
+def dataset_dirs(index_dir: Path | str) -> list[Path]:
+    """Where question sets are looked for, wherever `rag serve` starts: the index's own
+    `evals/` (a user's sets, feedback exported as questions), `./evals`, and the `evals/`
+    of the checkout rag runs from (the shipped sets). Existing folders, each once."""
+    project = Path(__file__).resolve().parents[2] / "evals"
+    out: list[Path] = []
+    for d in (Path(index_dir) / "evals", Path.cwd() / "evals", project):
+        if d.is_dir() and all(d.resolve() != o.resolve() for o in out):
+            out.append(d)
+    return out
+
+
+def find_datasets(index_dir: Path | str) -> list[Path]:
+    """The question sets (*.jsonl) in `dataset_dirs`, the seeds set first."""
+    found = [p for d in dataset_dirs(index_dir) for p in sorted(d.glob("*.jsonl"))]
+    return sorted(found, key=lambda p: p.name != "seeds_qa.jsonl")

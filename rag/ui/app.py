@@ -41,6 +41,14 @@ def build_app(engine: Engine) -> gr.Blocks:
                 info="hybrid = meaning + exact words",
             )
             k = gr.Slider(1, 20, value=s.retrieve.k, step=1, label="Passages to answer from")
+            search_in = gr.Dropdown(
+                [],
+                value=[],
+                multiselect=True,
+                label="Search in",
+                info="empty = every document",
+                elem_id="search-in",
+            )
             gr.Markdown("#### Answers")
             backend = gr.Radio(backends, value=default_backend, label="Answer with")
             llm_url = gr.Textbox(
@@ -116,8 +124,8 @@ def build_app(engine: Engine) -> gr.Blocks:
                     with gr.Column(scale=3, min_width=280):
                         docs_result = gr.Markdown(elem_id="docs-result")
                 docs_table = gr.Dataframe(
-                    headers=["Document", "Folder", "Status", "Chunks", "Note"],
-                    datatype=["str", "str", "str", "number", "str"],
+                    headers=["Title", "File", "Folder", "Status", "Chunks", "Note"],
+                    datatype=["str", "str", "str", "str", "number", "str"],
                     interactive=False,
                     elem_id="documents",
                     label="Indexed documents",
@@ -172,6 +180,7 @@ def build_app(engine: Engine) -> gr.Blocks:
             backend_: str,
             url: str,
             model: str,
+            only: list[str] | None,
         ) -> Iterator[tuple[Any, ...]]:
             q = (q or "").strip()
             if not q:
@@ -188,7 +197,8 @@ def build_app(engine: Engine) -> gr.Blocks:
             answer: Answer | None = None
             text = ""
             try:
-                for piece in engine.ask_stream(q, k=int(k_), mode=mode_, llm=llm, history=hist):
+                for piece in engine.ask_stream(q, k=int(k_), mode=mode_, llm=llm, history=hist,
+                                               sources=list(only) or None):  # fmt: skip
                     if isinstance(piece, Answer):
                         answer = piece
                         continue
@@ -223,7 +233,8 @@ def build_app(engine: Engine) -> gr.Blocks:
                 render.answer_markdown(answer),
             )
 
-        ask_inputs = [question, chat, turns, history, mode, k, backend, llm_url, llm_model]
+        ask_inputs = [question, chat, turns, history, mode, k, backend, llm_url, llm_model,
+                      search_in]  # fmt: skip
         ask_outputs = [question, chat, sources, turns, history, answer_md]
         for trigger in (question.submit, ask.click):
             trigger(
@@ -280,18 +291,23 @@ def build_app(engine: Engine) -> gr.Blocks:
 
         def documents() -> tuple[Any, ...]:
             """The documents table, the delete menu, the header and the Status tab, refreshed."""
-            rows, order = render.documents_rows(engine.files(), engine.docs_dir)
+            files = engine.files()
+            rows, order = render.documents_rows(files, engine.docs_dir)
             choices = [(f"{Path(src).name} — {Path(src).parent}", src) for src in order]
+            indexed = [src for src in order if files[src].status == "indexed"]
+            # chosen documents stay chosen while they are indexed
+            searchable = [(render.doc_label(src, files[src].title), src) for src in indexed]
             info = _index_info(engine)
             return (
                 rows,
                 gr.update(choices=choices, value=None),
+                gr.update(choices=searchable),
                 order,
                 _header(info),
                 *_status(info, engine.docs_dir),
             )
 
-        docs_outputs = [docs_table, doc_pick, doc_order, header, status_md, status_json]
+        docs_outputs = [docs_table, doc_pick, search_in, doc_order, header, status_md, status_json]
 
         def pick_row(order: list[str], evt: gr.SelectData) -> Any:
             row = evt.index[0] if isinstance(evt.index, list | tuple) else evt.index
@@ -299,7 +315,7 @@ def build_app(engine: Engine) -> gr.Blocks:
 
         docs_table.select(pick_row, doc_order, doc_pick, api_name=False)
 
-        @guard(outputs=8)
+        @guard(outputs=9)
         def add_files(
             files: list[str] | None,
             progress: Any = gr.Progress(),  # noqa: B008
@@ -321,7 +337,7 @@ def build_app(engine: Engine) -> gr.Blocks:
             api_name="add_documents",
         )
 
-        @guard(outputs=7)
+        @guard(outputs=8)
         def delete_doc(source: str | None) -> tuple[Any, ...]:
             if not source:
                 raise gr.Error("Pick a document to delete first.")
@@ -336,7 +352,7 @@ def build_app(engine: Engine) -> gr.Blocks:
             api_name=False,
         )
 
-        @guard(outputs=7)
+        @guard(outputs=8)
         def reindex_all(progress: Any = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008
             report = engine.reindex(progress_bar(progress))
             return (_ingest_summary(report, [], []), *documents())
@@ -358,7 +374,7 @@ def build_app(engine: Engine) -> gr.Blocks:
 
         refresh.click(status, None, [status_md, status_json], api_name="status")
 
-        demo.load(guard(outputs=6, message_at=3)(documents), None, docs_outputs, api_name=False)
+        demo.load(guard(outputs=7, message_at=4)(documents), None, docs_outputs, api_name=False)
     return demo
 
 

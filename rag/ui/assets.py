@@ -1,7 +1,12 @@
 """The app's own CSS and JavaScript, served inline: nothing is loaded from the internet."""
 
 CSS = """
-#sources { max-height: 68vh; overflow-y: auto; padding-right: 4px; }
+/* Gradio's block styles set overflow: visible; without !important the panel overflows the
+   window instead of scrolling, and passages below the fold cannot be read */
+#sources { max-height: 68vh; overflow-y: auto !important; padding-right: 4px;
+  overscroll-behavior: contain; }
+#sources .score { cursor: help; text-decoration: underline dotted; }
+#sources .file { font-size: 0.9em; }
 #sources .empty { color: var(--body-text-color-subdued); padding: 1em 0.25em; }
 #sources details.turn { margin-bottom: 0.75em; }
 #sources details.turn > summary { cursor: pointer; font-weight: 600; padding: 0.25em 0;
@@ -48,8 +53,17 @@ document.addEventListener("click", (event) => {
   if (!target) return;
   const fold = target.closest("details");
   if (fold) fold.open = true;
-  // the highlighted words, not the top of a long passage
-  (target.querySelector("mark") || target).scrollIntoView({behavior: "smooth", block: "center"});
+  // the highlighted words, not the top of a long passage; inside the Sources panel when it
+  // scrolls (wide windows), so the title, the tabs and the question box stay where they are
+  const goal = target.querySelector("mark") || target;
+  const panel = document.getElementById("sources");
+  if (panel && panel.contains(goal) && panel.scrollHeight > panel.clientHeight + 1) {
+    const top = goal.getBoundingClientRect().top - panel.getBoundingClientRect().top
+      + panel.scrollTop - panel.clientHeight / 3;
+    panel.scrollTo({top: Math.max(0, top), behavior: "smooth"});
+  } else {
+    goal.scrollIntoView({behavior: "smooth", block: "center"});
+  }
   target.classList.add("flash");
   setTimeout(() => target.classList.remove("flash"), 1600);
 }, true);

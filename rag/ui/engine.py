@@ -139,8 +139,10 @@ class Engine:
         mode: Mode,
         llm: LLMChoice,
         history: Sequence[dict[str, str]] = (),
+        sources: Sequence[str] | None = None,
     ) -> Iterator[str | Draft | Answer]:
-        """The answer's text pieces as they come, then the Answer (as `Rag.ask_stream`)."""
+        """The answer's text pieces as they come, then the Answer (as `Rag.ask_stream`);
+        `sources`: only these documents."""
         if not question.strip():
             raise UsageError("the question is empty: type a question")
         out: queue.Queue[Any] = queue.Queue()
@@ -150,8 +152,9 @@ class Engine:
                 rag = self._rag()
                 answerer = self._answerer(rag, llm)
                 for piece in rag.ask_stream(
-                    question, k=k, mode=mode, history=list(history), answerer=answerer
-                ):
+                    question, k=k, mode=mode, history=list(history), answerer=answerer,
+                    sources=sources,
+                ):  # fmt: skip
                     out.put(piece)
             except BaseException as e:
                 out.put(e)

@@ -17,17 +17,22 @@ from ..evaluate.report import fmt, meaning
 from .engine import Engine
 from .handlers import guard, progress_bar
 
-DATASETS_DIR = Path("evals")  # the shipped datasets; runs are kept in evals/runs like `rag eval`
 UPLOADED = "Uploaded file"
 # made by bench/calibrate.py into the repo's docs/: found beside the package, not the cwd
 CALIBRATION_PNG = Path(__file__).resolve().parents[2] / "docs" / "calibration.png"
 
 
+def runs_dir(index_dir: Path | str) -> Path:
+    """Where the app keeps its eval runs: ./evals/runs in a project with an evals/ folder
+    (shared with `rag eval`), else inside the index folder, never loose in the cwd."""
+    here = Path("evals")
+    return here / "runs" if here.is_dir() else Path(index_dir) / "evals" / "runs"
+
+
 def evaluation_tab(engine: Engine, mode_default: str, k_default: int) -> None:
     """Lay out the tab inside the current Blocks and wire its events."""
-    shipped = sorted(str(p) for p in DATASETS_DIR.glob("*.jsonl")) if DATASETS_DIR.is_dir() else []
-    # the main set first (the held-out one checks that changes tuned on it generalise)
-    shipped.sort(key=lambda p: Path(p).name != "seeds_qa.jsonl")
+    # found wherever the app starts: the index's evals/, ./evals, the checkout's evals/
+    shipped = [str(p) for p in ev.find_datasets(engine.settings.store.index_dir)]
     gr.Markdown(
         "Run a question set with known answers through the pipeline. Datasets are JSONL: "
         '`{"id", "question", "answer", "keys", "evidence", "answerable"}` per line '
@@ -114,6 +119,7 @@ def evaluation_tab(engine: Engine, mode_default: str, k_default: int) -> None:
                 k=k_,
                 mode=mode_,
                 dataset_path=path,
+                runs_dir=runs_dir(engine.settings.store.index_dir),
                 progress=lambda d, t: tick("questions", d, t),
             )
             comparison = None

@@ -127,6 +127,7 @@ def passage_html(hit: Hit, sid: str, label: str, quote: str = "", extra: str = "
     meta = [f"score {hit.score:.3f}"]
     if hit.dense is not None:
         meta.append(f"similarity {hit.dense:.2f}")
+    scores = f'<span class="score" title="{html.escape(SCORE_HELP)}">{" · ".join(meta)}</span>'
     page = f" · page {ch.page}" if ch.page is not None else ""
     section = f' · <span class="heading">{html.escape(ch.heading)}</span>' if ch.heading else ""
     missing = "" if found or not quote else f"<blockquote>“{html.escape(quote)}”</blockquote>"
@@ -139,10 +140,27 @@ def passage_html(hit: Hit, sid: str, label: str, quote: str = "", extra: str = "
     return (
         f'<article class="src" id="{sid}">'
         f'<header><span class="n">[{label}]</span> '
-        f'<b title="{html.escape(ch.source)}">{html.escape(Path(ch.source).name)}</b>'
-        f"{page}{section} · {' · '.join(meta)}{extra}</header>"
+        f"{_source_html(ch.source, ch.title)}{page}{section} · {scores}{extra}</header>"
         f'{missing}<div class="passage">{body}</div></article>'
     )
+
+
+SCORE_HELP = (
+    "Score: how well the passage matches the question, as used to rank it: the "
+    "cross-encoder's relevance (0-1) when reranked, else half meaning and half exact words, "
+    "each scaled 0-1 over the candidates. Similarity: cosine of the question's and the "
+    "passage's embeddings (-1 to 1; above ~0.5 is close in meaning)."
+)
+
+
+def doc_label(source: str, title: str | None) -> str:
+    """A document as people name it: its own title (first heading, <title>, PDF/DOCX
+    metadata) with the file name after it; the file name alone when it has no better one."""
+    name = Path(source).name
+    t = " ".join((title or "").split())
+    if not t or t.casefold() in (name.casefold(), Path(source).stem.casefold()):
+        return name
+    return f"{_snippet(t, 70)} ({name})"
 
 
 def highlight(text: str, quote: str) -> tuple[str, bool]:
@@ -171,18 +189,31 @@ def highlight(text: str, quote: str) -> tuple[str, bool]:
     return "".join(out), len(spans) == len(parts)
 
 
+def _source_html(source: str, title: str) -> str:
+    label = doc_label(source, title)
+    name = Path(source).name
+    if label == name:
+        return f'<b title="{html.escape(source)}">{html.escape(name)}</b>'
+    return (
+        f'<b title="{html.escape(source)}">{html.escape(label[: -len(name) - 3])}</b> '
+        f'<span class="file" title="{html.escape(source)}">{html.escape(name)}</span>'
+    )
+
+
 def where(chunk: Chunk) -> str:
     page = f", page {chunk.page}" if chunk.page is not None else ""
     return f"{Path(chunk.source).name}{page}"
 
 
 def documents_rows(files: dict[str, Any], docs_dir: Path) -> tuple[list[list[Any]], list[str]]:
-    """Rows of the documents table (name, folder, status, chunks, note) and their sources."""
+    """Rows of the documents table (title, file, folder, status, chunks, note) and their
+    sources."""
     rows, order = [], []
     for source, row in sorted(files.items(), key=lambda kv: (Path(kv[0]).name.casefold(), kv[0])):
         p = Path(source)
         folder = "documents" if p.parent == docs_dir.resolve() else str(p.parent)
-        rows.append([p.name, folder, row.status, row.chunks, row.reason or ""])
+        title = " ".join((row.title or "").split())
+        rows.append([_snippet(title, 80), p.name, folder, row.status, row.chunks, row.reason or ""])
         order.append(source)
     return rows, order
 
