@@ -193,6 +193,9 @@ def _print_report(r: Any, list_all: bool) -> None:
                 f"Unsupported: {_n(len(r.unsupported), 'file')} of other types "
                 "(list them with --verbose)."
             )
+    if r.excluded:
+        out(f"Left out {_n(len(r.excluded), 'file')} deleted from the index earlier (ingest a "
+            "file by name to bring it back).")  # fmt: skip
     out(f"Index: {_n(r.documents_total, 'document')}, {_n(r.chunks_total, 'chunk')}.")
 
 

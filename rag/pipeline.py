@@ -229,6 +229,7 @@ class Rag:
         # what changed: compare content hashes with the catalog
         todo: list[tuple[Path, str, str | None]] = []  # (path, source, old sha or None)
         seen: set[str] = set()
+        named = {source_name(r) for r in roots if r.is_file()}  # given by name, not by folder
         limit = int(settings.load.max_file_mb * 1024 * 1024)
         for n, path in enumerate(files, start=1):
             source = source_name(path)
@@ -237,17 +238,25 @@ class Rag:
                 progress("scan", n, len(files))
             sha = _file_sha(path, limit)
             row = known.get(source)
+            if row is not None and row.status == "deleted" and source not in named:
+                report.excluded.append(source)  # deleted by the user: not brought back
+                continue
             if row is not None and sha is not None and row.sha256 == sha:
                 if row.status == "indexed":
                     report.unchanged.append(source)
                 else:
                     report.skipped.append(Skipped(source, row.reason or "skipped"))
+                    report.skipped_before.append(source)
                 continue
             todo.append((path, source, row.sha256 if row else None))
 
         removed = [
             s for s in known if s not in seen and any(_under(s, source_name(r)) for r in roots)
         ]
+        gone = [s for s in removed if known[s].status == "deleted"]  # nothing left to forget
+        if gone:
+            index.remove_sources(gone)
+            removed = [s for s in removed if s not in gone]
         if removed:
             report.chunks_removed += sum(known[s].chunks for s in removed)
             index.remove_sources(removed)
@@ -465,16 +474,20 @@ class Rag:
     # --- documents ---------------------------------------------------------------------
 
     def files(self) -> dict[str, Any]:
-        """Every file the index knows: source → its row (status, chunks, skip reason)."""
-        return self.index.files() if self.index_exists() else {}
+        """Every file the index knows: source → its row (status "indexed" or "skipped",
+        chunks, skip reason); not the ones the user deleted."""
+        if not self.index_exists():
+            return {}
+        return {s: row for s, row in self.index.files().items() if row.status != "deleted"}
 
     def delete(self, sources: Sequence[str]) -> int:
         """Forget these documents (their chunks, vectors and keyword entries); returns the
-        number of chunks removed."""
+        number of chunks removed. They stay out: a later ingest of their folder leaves them
+        out (`report.excluded`) until a file is ingested by name again."""
         from .store import write_lock
 
         with write_lock(self.settings.store.index_dir, "deleting documents"), self._lock:
-            removed = int(self.index.remove_sources(list(sources)))
+            removed = int(self.index.remove_sources(list(sources), remember=True))
             self.index.rebuild_keyword_index()
             self.index.write_manifest()
         return removed
@@ -505,6 +518,7 @@ class Rag:
 
         manifest = read_manifest(self.settings.store.index_dir) or {}
         index = self._index or Index(self.settings.store, manifest)
+        index.manifest = manifest  # live: another thread or process may have written since
         out = index.stats()
         try:
             out["health"] = index.health().to_json()

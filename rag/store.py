@@ -59,7 +59,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 class FileRow:
     source: str
     sha256: str | None
-    status: str  # "indexed" | "skipped"
+    status: str  # "indexed" | "skipped" | "deleted" (by the user; left out of re-ingests)
     reason: str | None
     title: str | None
     chunks: int
@@ -490,12 +490,19 @@ class Index:
         if old:
             self._delete_vectors(old)
 
-    def remove_sources(self, sources: Sequence[str]) -> int:
-        """Forget files entirely. Returns the number of chunks removed."""
+    def remove_sources(self, sources: Sequence[str], remember: bool = False) -> int:
+        """Forget files (`remember`: keep a "deleted" row, so that re-ingesting their folder
+        leaves them out). Returns the number of chunks removed."""
         old = self._chunk_ids(sources)
         with self._tx() as db:
             db.executemany("DELETE FROM chunks WHERE source = ?", [(s,) for s in sources])
             db.executemany("DELETE FROM files WHERE source = ?", [(s,) for s in sources])
+            if remember:
+                db.executemany(
+                    "INSERT INTO files VALUES (?,?,?,?,?,?,?,?)",
+                    [(s, None, "deleted", "deleted by the user; `rag ingest FILE` brings it back",
+                      None, 0, 0, time.time()) for s in sources],
+                )  # fmt: skip
             self._bump(db)
         if old:
             self._delete_vectors(old)

@@ -170,6 +170,8 @@ class IngestReport:
     unchanged: list[str] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
     unsupported: list[str] = field(default_factory=list)
+    skipped_before: list[str] = field(default_factory=list)  # of `skipped`: unchanged since
+    excluded: list[str] = field(default_factory=list)  # deleted by the user, left out
     chunks_added: int = 0  # embedded by this ingest
     chunks_reused: int = 0  # written with vectors the index already held for the same text
     chunks_repaired: int = 0  # re-embedded from the catalog: their vectors had gone missing

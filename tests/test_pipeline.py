@@ -181,3 +181,24 @@ def test_orphan_vectors_are_ignored_and_swept(tmp_path: Path, corpus: Path) -> N
     assert "orphan" not in {h.chunk.id for h in hits}
     assert rag.index.sweep_orphans() == 1
     assert rag.index.collection.count() == rag.index.count_chunks()
+
+
+def test_a_deleted_document_stays_out_until_ingested_by_name(tmp_path: Path, corpus: Path) -> None:
+    """ "Re-index all" used to bring a deleted document back silently."""
+    rag = Rag(settings_for(tmp_path / "idx"))
+    rag.ingest([corpus])
+    beta = str((corpus / "beta.txt").resolve())
+    assert rag.delete([beta]) > 0
+    assert beta not in rag.files()
+    again = rag.ingest([corpus])  # the folder again: beta is left out, and said so
+    assert again.excluded == [beta] and beta not in again.added and beta not in rag.files()
+    assert all(h.chunk.source != beta for h in rag.search("bicycle sharing Ghent", k=5))
+    back = rag.ingest([corpus / "beta.txt"])  # by name: it comes back
+    assert back.added == [beta] and rag.files()[beta].status == "indexed"
+    assert rag.search("bicycle sharing Ghent", k=1)[0].chunk.source == beta
+    # a deleted file that is then removed from disk is forgotten quietly
+    rag.delete([beta])
+    (corpus / "beta.txt").unlink()
+    final = rag.ingest([corpus])
+    assert final.removed == [] and final.excluded == []
+    rag.close()

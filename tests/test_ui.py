@@ -233,6 +233,15 @@ def test_engine_starts_without_an_index_and_answers_after_an_upload(
             )
         ][-1]
         assert isinstance(answer, Answer) and "Maria Lopez" in answer.answer
+        # Status (read on the question threads) sees what the write thread did, at once
+        before = engine.status()
+        assert before["documents"] == 1 and before["roots"] == [str(tmp_path / "documents")]
+        engine.save_uploads([corpus / "beta.txt"])
+        engine.ingest_docs(lambda *a: None)
+        after = engine.status()
+        assert after["documents"] == 2 and after["updated"] > before["updated"]
+        engine.delete(str(tmp_path / "documents" / "beta.txt"))
+        assert engine.status()["documents"] == 1
         # the same file again is not a new version; a changed one is, and is re-indexed
         assert engine.save_uploads([corpus / "alpha.md"])[0][0].replaced is False
         (corpus / "alpha.md").write_text("# Alpha\n\nAlpha now builds wind turbines.\n")

@@ -270,6 +270,15 @@ def test_upload_then_ask_about_it_then_delete_it(
         "document.querySelector('#doc-pick input').value.startsWith('zephyr notes.md')"
     )
     pg.click("#delete")
+    # nothing is deleted before it is confirmed; Cancel keeps it
+    pg.wait_for_selector("#confirm", state="visible", timeout=30_000)
+    assert "Delete zephyr notes.md" in pg.inner_text("#confirm-text")
+    pg.click("#cancel")
+    pg.wait_for_selector("#confirm", state="hidden", timeout=30_000)
+    assert "zephyr notes.md" in pg.inner_text("#documents")
+    pg.click("#delete")
+    pg.wait_for_selector("#confirm", state="visible", timeout=30_000)
+    pg.click("#confirm")
     pg.wait_for_function(
         "document.querySelector('#docs-result').innerText.includes('Deleted')", timeout=30_000
     )

@@ -142,6 +142,11 @@ def build_app(engine: Engine) -> gr.Blocks:
                     with gr.Column(scale=1, min_width=160):
                         delete = gr.Button("Delete document", variant="stop", elem_id="delete")
                         reindex = gr.Button("Re-index all", elem_id="reindex")
+                with gr.Row(visible=False, elem_id="confirm-delete") as confirm_row:
+                    confirm_text = gr.Markdown(elem_id="confirm-text")
+                    confirm = gr.Button("Yes, delete it", variant="stop", elem_id="confirm",
+                                        scale=0, min_width=140)  # fmt: skip
+                    cancel = gr.Button("Cancel", elem_id="cancel", scale=0, min_width=100)
                 doc_order = gr.State([])
 
             with gr.Tab("Evaluation", id="eval-tab") as eval_tab:
@@ -337,16 +342,32 @@ def build_app(engine: Engine) -> gr.Blocks:
             api_name="add_documents",
         )
 
-        @guard(outputs=8)
+        @guard(outputs=3)
+        def ask_to_delete(source: str | None) -> tuple[Any, ...]:
+            if not source:
+                raise gr.Error("Pick a document to delete first.")
+            inside = Path(source).parent == engine.docs_dir.resolve()
+            what = "the uploaded file too" if inside else "not the file itself (it stays on disk)"
+            text = (
+                f"**Delete {html.escape(Path(source).name)}** from the index? Its passages go, "
+                f"and {what}; re-indexing leaves it out."
+            )
+            return "", text, gr.update(visible=True)
+
+        delete.click(ask_to_delete, doc_pick, [docs_result, confirm_text, confirm_row],
+                     api_name=False)  # fmt: skip
+        cancel.click(lambda: gr.update(visible=False), None, confirm_row, api_name=False)
+
+        @guard(outputs=9)
         def delete_doc(source: str | None) -> tuple[Any, ...]:
             if not source:
                 raise gr.Error("Pick a document to delete first.")
-            return (engine.delete(source), *documents())
+            return (engine.delete(source), gr.update(visible=False), *documents())
 
-        delete.click(
+        confirm.click(
             delete_doc,
             doc_pick,
-            [docs_result, *docs_outputs],
+            [docs_result, confirm_row, *docs_outputs],
             concurrency_id="write",
             concurrency_limit=1,
             api_name=False,
@@ -487,7 +508,16 @@ def _ingest_summary(report: IngestReport | None, saved: list[Any], refused: list
             ("removed", report.removed),
         ):
             lines += [f"- {label}: {Path(x).name}" for x in items]
-        lines += [f"- **skipped** {Path(x.source).name}: {x.reason}" for x in report.skipped]
+        earlier = set(report.skipped_before)
+        lines += [
+            f"- **skipped** {Path(x.source).name}: {x.reason}"
+            for x in report.skipped
+            if x.source not in earlier
+        ]
+        if earlier:
+            lines.append(f"{len(earlier)} file(s) skipped before are unchanged (see Status).")
+        if report.excluded:
+            lines.append(f"{len(report.excluded)} document(s) you deleted were left out.")
     replaced = [x.name for x in saved if x.replaced]
     if replaced:
         lines.append(f"Replaced the earlier version of: {', '.join(replaced)}.")
