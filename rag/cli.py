@@ -570,6 +570,48 @@ def doctor(c: Context, repair: bool, as_json: bool) -> None:
         raise RagError(f"the index needs repair: run `rag --index {index_dir} doctor --repair`")
 
 
+@cli.group()
+def feedback() -> None:
+    """The 👍/👎 ratings given to answers in the app (kept in the index folder)."""
+
+
+@feedback.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
+@pass_ctx
+def feedback_list(c: Context, as_json: bool) -> None:
+    """Every rating, oldest first."""
+    from .conversations import read_feedback
+
+    rows = read_feedback(c.settings.store.index_dir)
+    for r in rows:
+        if as_json:
+            _print_json(r, compact=True)
+        else:
+            note = f"  — {r['note']}" if r.get("note") else ""
+            click.echo(f"{'👍' if r['rating'] == 'up' else '👎'} {r['question']}{note}")
+    if not rows and not as_json:
+        click.echo("No feedback yet: rate answers with 👍/👎 in the app (`rag serve`).")
+
+
+@feedback.command("export")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write here [INDEX/evals/feedback.jsonl, which the app's Evaluation tab "
+              "lists].")  # fmt: skip
+@pass_ctx
+def feedback_export(c: Context, out: Path | None) -> None:
+    """Turn the ratings into eval questions: a 👎 with a note becomes a question whose
+    reference answer is the note; a 👍 keeps its answer as the reference.
+
+    \b
+    Example:  rag feedback export && rag eval INDEX/evals/feedback.jsonl
+    """
+    from .conversations import export_feedback
+
+    path, n = export_feedback(c.settings.store.index_dir, out)
+    click.echo(f"Wrote {_n(n, 'question')} to {_short(str(path))}; run them with "
+               f"`rag eval {_short(str(path))}`.")  # fmt: skip
+
+
 # --- serve -----------------------------------------------------------------------------
 
 

@@ -175,10 +175,10 @@ class _Index:
     def __init__(self, n: int) -> None:
         self.ids = [f"c{i:03d}" for i in range(n)]
 
-    def dense(self, qvec: object, depth: int) -> list[tuple[str, float]]:
+    def dense(self, qvec: object, depth: int, sources: object = None) -> list[tuple[str, float]]:
         return [(i, 1.0 - n / 1000) for n, i in enumerate(self.ids[:depth])]
 
-    def keyword(self, query: str, depth: int) -> list[tuple[str, float]]:
+    def keyword(self, query: str, depth: int, sources: object = None) -> list[tuple[str, float]]:
         return []
 
     def positions(self, ids: list[str]) -> dict[str, tuple[str, int]]:

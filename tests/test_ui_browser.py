@@ -6,6 +6,7 @@ is never used. Screenshots go to each test's tmp dir.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -514,3 +515,41 @@ def test_every_source_can_be_read_and_the_question_box_stays_reachable(
         p.shot(f"sources-{width}")
     finally:
         p.close()
+
+
+def test_conversations_reopen_and_feedback_is_stored(page: Page, server: Server) -> None:
+    pg = page.page
+    page.ask("How much did Japan pledge to the United States?")
+    assert "550 billion" in pg.inner_text("#chat")
+    # 👎 with a note: stored in the index folder, with the question and the note
+    pg.fill("#feedback-note textarea", "It should say when the pledge was made.")
+    pg.locator("#chat button[aria-label='Dislike']").last.click()
+    pg.wait_for_function(
+        "document.querySelector('#feedback-status').innerText.includes('saved')", timeout=30_000
+    )
+    stored = (server.tmp / "index" / "feedback.jsonl").read_text().splitlines()
+    rows = [json.loads(x) for x in stored]
+    assert rows[-1]["rating"] == "down" and rows[-1]["note"].startswith("It should say when")
+    assert rows[-1]["question"] == "How much did Japan pledge to the United States?"
+
+    # retry asks the same question again: still one answer in the chat, freshly made
+    pg.locator("#chat button[aria-label='Retry']").last.click()
+    pg.wait_for_function(
+        "document.querySelector('#chat').innerText.split('550 billion').length === 2",
+        timeout=60_000,
+    )
+    # a new conversation, then the saved one reopened from the list, sources and all
+    pg.click("#clear")
+    pg.wait_for_function("!document.querySelector('#chat').innerText.includes('550 billion')")
+    pg.click("#conv-pick input")
+    pg.get_by_role("option", name=re.compile("How much did Japan pledge")).first.click()
+    pg.click("#conv-open")
+    pg.wait_for_function(
+        "document.querySelector('#chat').innerText.includes('550 billion')", timeout=30_000
+    )
+    assert "Japan pledged $550 billion" in pg.inner_text("#sources")
+    saved = list((server.tmp / "index" / "conversations").glob("*.json"))
+    assert saved and "How much did Japan pledge" in saved[0].read_text()
+    # and a follow-up continues it: condensed with the reopened history
+    page.ask("And what about Korea?")
+    assert len(pg.locator("#sources details.turn").all()) == 2

@@ -10,6 +10,7 @@ from typing import Any
 import gradio as gr
 
 from ..config import MODES
+from ..conversations import Conversations, add_feedback
 from ..errors import IndexMissing, RagError
 from ..types import Answer, Draft, IngestReport
 from . import render
@@ -24,6 +25,7 @@ ENDPOINT = "LLM endpoint"
 
 def build_app(engine: Engine) -> gr.Blocks:
     s = engine.settings
+    conversations = Conversations(s.store.index_dir)
     local = local_models(s.answer.llm_gguf)
     backends = [EXTRACTIVE, *local, ENDPOINT]
     configured = next((name for name, p in local.items() if p == s.answer.llm_gguf), None)
@@ -67,6 +69,17 @@ def build_app(engine: Engine) -> gr.Blocks:
                 "Check connection", size="sm", visible=default_backend == ENDPOINT
             )
             llm_status = gr.Markdown("", elem_classes="llm-status")
+            gr.Markdown("#### Conversations")
+            conv_pick = gr.Dropdown(
+                _conversation_choices(engine),
+                value=None,
+                label="Saved conversations",
+                info="every conversation is saved in the index folder",
+                elem_id="conv-pick",
+            )
+            with gr.Row():
+                conv_open = gr.Button("Open", size="sm", elem_id="conv-open")
+                conv_delete = gr.Button("Delete", size="sm", variant="stop", elem_id="conv-delete")
 
         with gr.Tabs():
             with gr.Tab("Chat", id="chat-tab") as chat_tab:
@@ -78,7 +91,7 @@ def build_app(engine: Engine) -> gr.Blocks:
                             show_label=False,
                             height=500,
                             latex_delimiters=[],
-                            feedback_options=None,
+                            feedback_options=("Like", "Dislike"),
                             buttons=["copy", "copy_all"],
                             placeholder="Ask about your documents. Every answer cites its "
                             "passages: click a [1] to read it.",
@@ -99,12 +112,19 @@ def build_app(engine: Engine) -> gr.Blocks:
                         with gr.Row():
                             copy = gr.Button("Copy answer as Markdown", size="sm", elem_id="copy")
                             clear = gr.Button("New conversation", size="sm", elem_id="clear")
+                        feedback_note = gr.Textbox(
+                            label="Note for 👍/👎 (optional): what was wrong, or the right answer",
+                            max_lines=3,
+                            elem_id="feedback-note",
+                        )
+                        feedback_status = gr.Markdown(elem_id="feedback-status")
                     with gr.Column(scale=4, min_width=300):
                         gr.Markdown("#### Sources")
                         sources = gr.HTML(render.sources_html([]), elem_id="sources")
                 answer_md = gr.Textbox(visible="hidden", elem_id="answer-md")
                 turns = gr.State([])
                 history = gr.State([])
+                conv_id = gr.State("")
 
             with gr.Tab("Documents", id="docs-tab") as docs_tab:
                 gr.Markdown(
@@ -186,11 +206,13 @@ def build_app(engine: Engine) -> gr.Blocks:
             url: str,
             model: str,
             only: list[str] | None,
+            cid: str,
         ) -> Iterator[tuple[Any, ...]]:
+            skip2 = (gr.skip(), gr.skip())  # the conversation id and the saved list
             q = (q or "").strip()
             if not q:
                 gr.Warning("Type a question first.")
-                yield (gr.skip(),) * 6
+                yield (gr.skip(),) * 8
                 return
             llm = _llm_choice(backend_, url, model, local)
             msgs = [
@@ -198,7 +220,7 @@ def build_app(engine: Engine) -> gr.Blocks:
                 {"role": "user", "content": render.plain(q)},
                 {"role": "assistant", "content": "*Searching the documents…*"},
             ]
-            yield "", msgs, gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            yield "", msgs, gr.skip(), gr.skip(), gr.skip(), gr.skip(), *skip2
             answer: Answer | None = None
             text = ""
             try:
@@ -209,16 +231,16 @@ def build_app(engine: Engine) -> gr.Blocks:
                         continue
                     if isinstance(piece, Draft):  # the quoted answer, at once
                         msgs[-1] = {"role": "assistant", "content": render.draft_html(piece.answer)}
-                        yield gr.skip(), msgs, gr.skip(), gr.skip(), gr.skip(), gr.skip()
+                        yield gr.skip(), msgs, gr.skip(), gr.skip(), gr.skip(), gr.skip(), *skip2
                         continue
                     text += piece
                     msgs[-1] = {"role": "assistant", "content": render.streaming_text(text)}
-                    yield gr.skip(), msgs, gr.skip(), gr.skip(), gr.skip(), gr.skip()
+                    yield gr.skip(), msgs, gr.skip(), gr.skip(), gr.skip(), gr.skip(), *skip2
             except Exception as e:
                 text = message(e)
                 msgs[-1] = {"role": "assistant", "content": f"⚠ {render.plain(text)}"}
                 gr.Warning(text)
-                yield gr.skip(), msgs, gr.skip(), gr.skip(), gr.skip(), gr.skip()
+                yield gr.skip(), msgs, gr.skip(), gr.skip(), gr.skip(), gr.skip(), *skip2
                 return
             assert answer is not None, "the answerer ended without an Answer"
             turn = len(turns_) + 1
@@ -229,6 +251,14 @@ def build_app(engine: Engine) -> gr.Blocks:
                 {"role": "user", "content": q},
                 {"role": "assistant", "content": answer.answer},
             ]
+            # saved after every answer: reopened later from the list
+            cid = cid or conversations.new_id()
+            try:
+                conversations.save(cid, [a for _, a in turns_])
+                saved_list: Any = gr.update(choices=_conversation_choices(engine), value=cid)
+            except OSError as e:  # a read-only index still answers
+                gr.Warning(f"could not save the conversation ({e})")
+                saved_list = gr.skip()
             yield (
                 gr.skip(),
                 msgs,
@@ -236,11 +266,13 @@ def build_app(engine: Engine) -> gr.Blocks:
                 turns_,
                 hist,
                 render.answer_markdown(answer),
+                cid,
+                saved_list,
             )
 
         ask_inputs = [question, chat, turns, history, mode, k, backend, llm_url, llm_model,
-                      search_in]  # fmt: skip
-        ask_outputs = [question, chat, sources, turns, history, answer_md]
+                      search_in, conv_id]  # fmt: skip
+        ask_outputs = [question, chat, sources, turns, history, answer_md, conv_id, conv_pick]
         for trigger in (question.submit, ask.click):
             trigger(
                 respond,
@@ -259,13 +291,68 @@ def build_app(engine: Engine) -> gr.Blocks:
         copy.click(None, [answer_md], None, js=COPY_JS)
 
         def new_conversation() -> tuple[Any, ...]:
-            return [], render.sources_html([]), [], [], ""
+            return [], render.sources_html([]), [], [], "", "", gr.update(value=None)
 
         # the chat's own trash button too: the sources and the history go with the messages
+        conv_outputs = [chat, sources, turns, history, answer_md, conv_id, conv_pick]
         for trigger in (clear.click, chat.clear):
-            trigger(
-                new_conversation, None, [chat, sources, turns, history, answer_md], api_name=False
+            trigger(new_conversation, None, conv_outputs, api_name=False)
+
+        def regenerate(msgs: list, turns_: list, hist: list, *rest: Any) -> Iterator[Any]:
+            """Ask the last question again (the chat's retry button)."""
+            if not turns_:
+                yield (gr.skip(),) * 8
+                return
+            last = turns_[-1][1]
+            yield from respond(last.question, msgs[:-2], turns_[:-1], hist[:-2], *rest)
+
+        chat.retry(regenerate, [chat, turns, history, *ask_inputs[4:]], ask_outputs,
+                   concurrency_limit=4, concurrency_id="ask", api_name=False)  # fmt: skip
+
+        @guard(outputs=7, message_at=4)
+        def open_conversation(cid: str | None) -> tuple[Any, ...]:
+            if not cid:
+                raise gr.Error("Pick a saved conversation first.")
+            conv = conversations.load(cid)
+            turns_ = list(enumerate(conv.answers, start=1))
+            msgs: list[dict[str, str]] = []
+            for n, a in turns_:
+                msgs += [{"role": "user", "content": render.plain(a.question)},
+                         {"role": "assistant", "content": render.answer_html(a, n)}]  # fmt: skip
+            md = render.answer_markdown(conv.answers[-1]) if conv.answers else ""
+            return msgs, render.sources_html(turns_), turns_, conv.history(), md, cid, gr.skip()
+
+        conv_open.click(open_conversation, conv_pick, conv_outputs, api_name=False)
+
+        def delete_conversation(cid: str | None, current: str) -> tuple[Any, ...]:
+            if not cid:
+                gr.Warning("Pick a saved conversation first.")
+                return gr.skip(), gr.skip()
+            conversations.delete(cid)
+            choices = _conversation_choices(engine)
+            return gr.update(choices=choices, value=None), "" if cid == current else current
+
+        conv_delete.click(delete_conversation, [conv_pick, conv_id], [conv_pick, conv_id],
+                          api_name=False)  # fmt: skip
+
+        def rate(turns_: list, cid: str, note: str, evt: gr.LikeData) -> tuple[str, str]:
+            """👍/👎 on an answer: stored with the note (index/feedback.jsonl)."""
+            index = evt.index[0] if isinstance(evt.index, list | tuple) else evt.index
+            turn = int(index) // 2 + 1  # messages alternate: question, answer
+            answer = dict(turns_).get(turn)
+            if answer is None:
+                return gr.skip(), gr.skip()
+            good = bool(evt.liked)
+            add_feedback(engine.settings.store.index_dir, answer, good, note or "", cid or None)
+            thanks = "👍 saved" if good else "👎 saved"
+            return (
+                f"{thanks} for answer {turn}; export it as eval questions with "
+                "`rag feedback export`.",
+                "",
             )
+
+        chat.like(rate, [turns, conv_id, feedback_note], [feedback_status, feedback_note],
+                  api_name=False)  # fmt: skip
 
         def check(backend_: str, url: str) -> str:
             """Whether the chosen answerer can be reached (a quick GET {url}/models)."""
@@ -427,6 +514,15 @@ def launch(demo: gr.Blocks, host: str, port: int, max_file_mb: float) -> str:
 
 
 # --- helpers ---------------------------------------------------------------------------
+
+
+def _conversation_choices(engine: Engine) -> list[tuple[str, str]]:
+    import time
+
+    return [
+        (f"{title} · {time.strftime('%d %b %H:%M', time.localtime(when))}", cid)
+        for cid, title, when in Conversations(engine.settings.store.index_dir).list()
+    ]
 
 
 def local_models(configured: Path | None) -> dict[str, Path]:
