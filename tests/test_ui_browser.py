@@ -553,3 +553,39 @@ def test_conversations_reopen_and_feedback_is_stored(page: Page, server: Server)
     # and a follow-up continues it: condensed with the reopened history
     page.ask("And what about Korea?")
     assert len(pg.locator("#sources details.turn").all()) == 2
+
+
+def test_open_the_original_shows_the_passage_in_its_document(
+    page: Page, server: Server, tmp_path: Path
+) -> None:
+    from .test_loaders import _make_pdf
+
+    pg = page.page
+    page.ask("How much did Japan pledge to the United States?")
+    pg.locator("#sources a.open-original").first.click()
+    pg.wait_for_selector("#original #passage-here", timeout=30_000)
+    assert "550 billion" in pg.inner_text("#original #passage-here mark")
+    assert "000_" in pg.inner_text("#original .original-head") or "003_" in pg.inner_text(
+        "#original .original-head"
+    )
+    # the marked passage is scrolled into the panel's view
+    assert pg.evaluate("""() => { const h = document.getElementById('passage-here')
+        .getBoundingClientRect(), p = document.getElementById('original').getBoundingClientRect();
+        return h.top < p.bottom && h.bottom > p.top; }""")
+
+    # a PDF: the cited page is drawn, with the passage boxed
+    pdf = tmp_path / "orchard report.pdf"
+    pdf.write_bytes(_make_pdf(["The orchard grows apples.", "The quince harvest was 40 tonnes."]))
+    page.tab("Documents")
+    pg.set_input_files("#uploads input[type=file]", [str(pdf)])
+    pg.wait_for_selector("#uploads :text('orchard report.pdf')", timeout=45_000)
+    pg.click("#add")
+    pg.wait_for_function(
+        "document.querySelector('#docs-result').innerText.includes('Indexed')", timeout=60_000
+    )
+    page.ask("How many tonnes was the quince harvest?")
+    pg.get_by_role("tab", name="Sources").click()
+    pg.locator("#sources details.turn[open] a.open-original").first.click()
+    pg.wait_for_selector("#original img.original-page", timeout=30_000)
+    assert "page 2 of 2 · the passage is boxed" in pg.inner_text("#original .original-head")
+    page.shot("original-pdf")

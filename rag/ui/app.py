@@ -18,6 +18,7 @@ from .assets import COPY_JS, CSS, HEAD
 from .engine import Engine, LLMChoice, check_llm
 from .evaluation import evaluation_tab
 from .handlers import NO_INDEX, guard, message, progress_bar
+from .original import original_html
 
 EXTRACTIVE = "Extractive (no LLM)"
 ENDPOINT = "LLM endpoint"
@@ -113,14 +114,22 @@ def build_app(engine: Engine) -> gr.Blocks:
                             copy = gr.Button("Copy answer as Markdown", size="sm", elem_id="copy")
                             clear = gr.Button("New conversation", size="sm", elem_id="clear")
                         feedback_note = gr.Textbox(
-                            label="Note for 👍/👎 (optional): what was wrong, or the right answer",
+                            label="Note for Like / Dislike (optional): what was wrong, "
+                            "or the right answer",
                             max_lines=3,
                             elem_id="feedback-note",
                         )
                         feedback_status = gr.Markdown(elem_id="feedback-status")
-                    with gr.Column(scale=4, min_width=300):
-                        gr.Markdown("#### Sources")
-                        sources = gr.HTML(render.sources_html([]), elem_id="sources")
+                    with gr.Column(scale=4, min_width=300), gr.Tabs() as side_tabs:
+                        with gr.Tab("Sources", id="sources-tab"):
+                            sources = gr.HTML(render.sources_html([]), elem_id="sources")
+                        with gr.Tab("Original", id="original-tab"):
+                            original = gr.HTML(
+                                '<p class="note">Click "open the original" on a passage to '
+                                "read it in its document.</p>",
+                                elem_id="original",
+                            )
+                open_request = gr.Textbox(visible="hidden", elem_id="open-request")
                 answer_md = gr.Textbox(visible="hidden", elem_id="answer-md")
                 turns = gr.State([])
                 history = gr.State([])
@@ -289,6 +298,27 @@ def build_app(engine: Engine) -> gr.Blocks:
         )
         gr.api(_api_ask(engine, configured), api_name="ask")
         copy.click(None, [answer_md], None, js=COPY_JS)
+
+        def open_original(request: str) -> tuple[Any, Any]:
+            """The cited passage inside its document (only documents in the index)."""
+            import json
+
+            try:
+                r = json.loads(request)
+                source = str(r["source"])
+            except (ValueError, KeyError, TypeError):
+                return gr.skip(), gr.skip()
+            row = engine.files().get(source)
+            if row is None or row.status != "indexed":
+                body = '<p class="note">That document is not in the index.</p>'
+            else:
+                page = r.get("page")
+                body = original_html(source, int(r["start"]), int(r["end"]),
+                                     int(page) if page is not None else None,
+                                     str(r.get("quote") or ""))  # fmt: skip
+            return body, gr.Tabs(selected="original-tab")
+
+        open_request.change(open_original, open_request, [original, side_tabs], api_name=False)
 
         def new_conversation() -> tuple[Any, ...]:
             return [], render.sources_html([]), [], [], "", "", gr.update(value=None)

@@ -6,6 +6,17 @@ CSS = """
 #sources { max-height: 68vh; overflow-y: auto !important; padding-right: 4px;
   overscroll-behavior: contain; }
 #sources .score { cursor: help; text-decoration: underline dotted; }
+#sources a.open-original { color: var(--color-accent); white-space: nowrap; }
+#original { max-height: 68vh; overflow-y: auto !important; }
+#original .original-head { font-size: 0.85em; color: var(--body-text-color-subdued);
+  margin-bottom: 0.5em; }
+#original .original-text { white-space: pre-wrap; font-size: 0.92em; line-height: 1.45; }
+#original .passage-here { background: #fef3c7; outline: 2px solid #f59e0b;
+  border-radius: 3px; }
+#original mark { background: #fde68a; color: #111; }
+#original .cut { color: var(--body-text-color-subdued); font-style: italic; }
+#original img.original-page { width: 100%; height: auto; border: 1px solid
+  var(--border-color-primary); }
 #sources .file { font-size: 0.9em; }
 #sources .empty { color: var(--body-text-color-subdued); padding: 1em 0.25em; }
 #sources details.turn { margin-bottom: 0.75em; }
@@ -67,6 +78,31 @@ document.addEventListener("click", (event) => {
   target.classList.add("flash");
   setTimeout(() => target.classList.remove("flash"), 1600);
 }, true);
+
+// "open the original": the passage's request to the server, through a hidden textbox
+document.addEventListener("click", (event) => {
+  const link = event.target.closest && event.target.closest("a.open-original");
+  if (!link) return;
+  event.preventDefault();
+  event.stopPropagation();
+  const box = document.querySelector("#open-request textarea, #open-request input");
+  if (!box) return;
+  // a nonce, so opening the same passage twice is still a change
+  const request = JSON.parse(link.dataset.open);
+  request.nonce = Date.now();
+  box.value = JSON.stringify(request);
+  box.dispatchEvent(new Event("input", {bubbles: true}));
+}, true);
+
+// once the original is shown, bring the passage into view inside its panel
+new MutationObserver(() => {
+  const here = document.getElementById("passage-here");
+  const panel = document.getElementById("original");
+  if (!here || !panel || here.dataset.shown) return;
+  here.dataset.shown = "1";
+  panel.scrollTop += here.getBoundingClientRect().top - panel.getBoundingClientRect().top
+    - panel.clientHeight / 4;
+}).observe(document.documentElement, {childList: true, subtree: true});
 
 // a narrow window starts with the settings folded away, not covering the chat
 const foldSettings = setInterval(() => {

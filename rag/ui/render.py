@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -137,10 +138,17 @@ def passage_html(hit: Hit, sid: str, label: str, quote: str = "", extra: str = "
             for s in hit.also_in
         )
         extra += f' <span class="also-in">also in {names}</span>'
+    request = json.dumps({"source": ch.source, "start": ch.start_char, "end": ch.end_char,
+                          "page": ch.page, "quote": quote})  # fmt: skip
+    opener = (
+        f'<a class="open-original" href="#original" data-open="{html.escape(request)}">'
+        "open the original</a>"
+    )
     return (
         f'<article class="src" id="{sid}">'
         f'<header><span class="n">[{label}]</span> '
-        f"{_source_html(ch.source, ch.title)}{page}{section} · {scores}{extra}</header>"
+        f"{_source_html(ch.source, ch.title)}{page}{section} · {scores}{extra} · {opener}"
+        "</header>"
         f'{missing}<div class="passage">{body}</div></article>'
     )
 
