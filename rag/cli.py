@@ -510,6 +510,19 @@ def status(c: Context, as_json: bool) -> None:
     click.echo(f"Index:      {info['index']} (vectors: {info['chroma']})")
     click.echo(f"Documents:  {info['documents']}   chunks: {info['chunks']}   "
                f"skipped: {len(info['skipped'])}")  # fmt: skip
+    health = info.get("health") or {}
+    if health.get("ok"):
+        click.echo(f"Health:     OK ({health['vectors']} vectors for {health['chunks']} chunks)")
+    else:
+        from .store import Health
+
+        problems = (
+            Health(**{k: health[k] for k in Health.__dataclass_fields__}).problems(info["index"])
+            if "chunks" in health
+            else [str(health.get("error", "unknown"))]
+        )
+        for problem in problems:
+            click.echo(click.style(f"Health:     NOT OK: {problem}", fg="red"))
     click.echo(f"Embedding:  {emb.get('model')} ({emb.get('dim')} dimensions)")
     click.echo(f"Chunks:     {ch.get('size')} tokens, {ch.get('overlap')} overlap")
     r = info["settings"]["retrieve"]
@@ -532,6 +545,25 @@ def status(c: Context, as_json: bool) -> None:
     click.echo("Versions:   " + ", ".join(f"{k} {v}" for k, v in (info["versions"] or {}).items()))
     for s in info["skipped"]:
         click.echo(f"  skipped {_short(s['source'])}: {s['reason']}")
+
+
+@cli.command()
+@click.argument("patterns", nargs=-1, required=True)
+@pass_ctx
+def delete(c: Context, patterns: tuple[str, ...]) -> None:
+    """Remove documents from the index (a glob, a folder or a file name, as --source); the
+    files stay on disk, and a later ingest of their folder leaves them out until you ingest
+    one by name.
+
+    \b
+    Example:  rag delete '~/papers/draft-*.pdf'
+    """
+    rag = c.rag()
+    sources = rag.match_sources(patterns)
+    chunks = rag.delete(sources)
+    for s in sources:
+        click.echo(f"  deleted: {_short(s)}")
+    click.echo(f"Deleted {_n(len(sources), 'document')} ({_n(chunks, 'chunk')}).")
 
 
 @cli.command()

@@ -23,7 +23,7 @@ from .types import Answer, Chunk, Document, Draft, Hit, IngestReport, Skipped
 log = logging.getLogger(__name__)
 
 IngestProgress = Callable[[str, int, int], None]  # (stage, done, total)
-WRITE_EVERY = 256  # chunks embedded between two commits: what an interruption can lose
+WRITE_EVERY = 64  # chunks embedded between two commits: what an interruption can lose
 
 
 class Rag:
@@ -112,8 +112,18 @@ class Rag:
             return self._repair(self._index, full=full)
 
     def _repair(self, index: Any, *, full: bool, sweep: bool = True) -> dict[str, int]:
+        from .errors import StoreError
+
         out = {"recovered": 0, "reembedded": 0, "orphans": 0}
-        health = index.health(full=full)
+        try:
+            health = index.health(full=full)
+        except StoreError:
+            if index.settings.chroma_url:
+                raise  # a server's vectors are the server's to repair
+            # an unreadable Chroma folder: set it aside; everything is re-embedded from the
+            # catalog's text below (no file is read)
+            index.set_aside_vectors()
+            health = index.health(full=full)
         if health.catalog_lost:
             out["recovered"] = index.recover_catalog()
             health = index.health(full=full)
@@ -165,6 +175,13 @@ class Rag:
         roots = [Path(p) for p in paths]
         if not roots:
             raise UsageError("give at least one file or folder to ingest")
+        vanished = self._forget_missing_roots(roots)
+        roots = [r for r in roots if r.expanduser().exists()]
+        if not roots:  # every path given is gone: what the index held from them is removed
+            stats = self.index.stats()
+            return IngestReport(removed=vanished, chunks_total=stats["chunks"],
+                                documents_total=stats["documents"],
+                                seconds=time.perf_counter() - started)  # fmt: skip
         files, unsupported = discover(roots)
         report = IngestReport(unsupported=unsupported)
         from .store import write_lock
@@ -182,8 +199,33 @@ class Rag:
                     f"{' '.join(str(r) for r in roots)}` to index the rest (done files are not "
                     f"embedded again; {done} were read)"
                 ) from None
+        report.removed = [*vanished, *report.removed]
         report.seconds = time.perf_counter() - started
         return report
+
+    def _forget_missing_roots(self, roots: list[Path]) -> list[str]:
+        """Paths given that no longer exist but that the index holds documents from: their
+        documents are removed (a folder deleted from disk must not be cited forever).
+        A path the index never knew is a usage error, as before."""
+        from .loaders import source_name
+
+        missing = [r for r in roots if not r.expanduser().exists()]
+        if not missing:
+            return []
+        known = self.files() if self.index_exists() else {}
+        gone: list[str] = []
+        for r in missing:
+            under = [s for s in known if _under(s, source_name(r))]
+            if not under:
+                raise UsageError(f"no such file or folder: {r} (check the path)")
+            gone += under
+        from .store import write_lock
+
+        with write_lock(self.settings.store.index_dir, "removing vanished documents"), self._lock:
+            self.index.remove_sources(gone)
+            self.index.rebuild_keyword_index()
+            self.index.write_manifest()
+        return gone
 
     def _ingest(
         self,
@@ -204,12 +246,19 @@ class Rag:
             if rebuild:
                 self._wipe()
             if self.index_exists():
-                index = Index.open(
-                    settings.store,
-                    embedder_name=self.embedder.name,
-                    dim=self.embedder.dim,
-                    chunk=settings.chunk,
-                )
+                from .errors import IndexDamaged
+
+                def open_index() -> Any:
+                    return Index.open(settings.store, embedder_name=self.embedder.name,
+                                      dim=self.embedder.dim, chunk=settings.chunk)  # fmt: skip
+
+                try:
+                    index = open_index()
+                except IndexDamaged:
+                    if not repair:
+                        raise
+                    _set_aside_catalog(Path(settings.store.index_dir))
+                    index = open_index()  # recovered from the vectors by the repair below
             else:
                 index = Index.create(
                     settings.store,
@@ -368,7 +417,19 @@ class Rag:
     ) -> list[Hit]:
         """`sources`: only these documents (exact sources; see `match_sources`)."""
         with self._lock:
+            self._reopen_if_replaced()
             return self.retriever.search(query, k=k, mode=mode, rerank=rerank, sources=sources)
+
+    def _reopen_if_replaced(self) -> None:
+        """A long-running reader (the app) whose index another process rebuilt or repaired
+        (the catalog file replaced): open the new one, and its vectors, before answering."""
+        if self._index is not None and self._index.replaced():
+            from .store import _reopen_chroma
+
+            log.info("the index was rebuilt or repaired by another process; reopening it")
+            self._index.close()
+            _reopen_chroma(self._index._chroma_path())
+            self._index = self._retriever = None
 
     def match_sources(self, patterns: Sequence[str]) -> list[str]:
         """The indexed documents matching any of `patterns`: a glob (`*.pdf`,
@@ -478,6 +539,8 @@ class Rag:
         chunks, skip reason); not the ones the user deleted."""
         if not self.index_exists():
             return {}
+        with self._lock:
+            self._reopen_if_replaced()
         return {s: row for s, row in self.index.files().items() if row.status != "deleted"}
 
     def delete(self, sources: Sequence[str]) -> int:

@@ -163,6 +163,14 @@ def _reopen_chroma(path: str) -> None:
         _chroma_epoch[path] = _chroma_epoch.get(path, 0) + 1
 
 
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
 def _disk_full(e: BaseException) -> bool:
     text = str(e).lower()
     return (isinstance(e, OSError) and e.errno == errno.ENOSPC) or any(
@@ -226,6 +234,7 @@ class Index:
             self._db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as e:
             raise self.damaged(e) from e
+        self._catalog_id = _file_id(self.dir / CATALOG)
         self._collection: Any = None
         self._collection_epoch = -1
         self._bm25: Any = None
@@ -315,6 +324,24 @@ class Index:
             index._drop_collection()
         index.write_manifest()
         return index
+
+    def replaced(self) -> bool:
+        """Was the catalog file deleted or replaced (a rebuild, a repair) by another process
+        since this Index opened it? Its connection then reads the old, unlinked file."""
+        return _file_id(self.dir / CATALOG) != self._catalog_id
+
+    def set_aside_vectors(self) -> Path | None:
+        """Move an unreadable Chroma folder aside (never deleted); a new, empty one is made
+        on next use and the repair re-embeds every passage from the catalog."""
+        folder = self.dir / "chroma"
+        if not folder.exists():
+            return None
+        aside = self.dir / f"chroma.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
+        _reopen_chroma(self._chroma_path())
+        folder.replace(aside)
+        self._collection = None
+        log.warning("the unreadable vectors were moved aside to %s", aside.name)
+        return aside
 
     def damaged(self, e: BaseException) -> IndexDamaged:
         """The error for an unreadable catalog, naming the repair."""
@@ -900,9 +927,10 @@ def read_manifest(index_dir: Path) -> dict[str, Any] | None:
         return None
     try:
         data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise IndexMismatch(
-            f"{path} is unreadable ({e}): delete {index_dir}/ and rebuild it with "
-            f"`rag --index {index_dir} ingest PATH`"
+    except (OSError, ValueError) as e:  # ValueError: bad JSON, bad UTF-8
+        raise IndexDamaged(
+            f"{path} is unreadable ({type(e).__name__}): delete that one file and run "
+            f"`rag --index {index_dir} ingest PATH` (the catalog and the vectors are kept "
+            "and reused; nothing is embedded again)"
         ) from e
     return data if isinstance(data, dict) else None

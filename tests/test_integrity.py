@@ -217,3 +217,79 @@ def test_a_full_disk_is_named_and_the_index_keeps_answering(tmp_path: Path) -> N
         assert code == 0 and health["ok"], health
     finally:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_a_reader_follows_a_rebuild_and_a_repair_in_another_process(
+    seeded: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The catalog file replaced under a running reader: it used to keep reading the old,
+    unlinked file (stale documents cited) while Chroma said the collection did not exist."""
+    index, _ = seeded
+    rag = Rag(settings_for(index))
+    assert rag.search(QUESTION, k=1)[0].chunk.source.endswith(".txt")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "glimmer.txt").write_text("The Glimmer Bridge over the Tay opened in 1931.\n")
+    r = run_rag("ingest", "--rebuild", str(other), index=index)
+    assert r.code == 0, r.err
+    assert [Path(s).name for s in rag.files()] == ["glimmer.txt"]
+    hits = rag.search("When did the Glimmer Bridge open?", k=3)
+    assert [Path(h.chunk.source).name for h in hits] == ["glimmer.txt"]
+    assert "1931" in rag.ask("When did the Glimmer Bridge open?").answer
+
+    # the catalog lost and rebuilt from the vectors, then a new file, all in another process
+    for f in index.glob("catalog.sqlite*"):
+        f.unlink()
+    assert run_rag("doctor", "--repair", index=index).code == 0
+    (other / "flumox.txt").write_text("Flumox is a blue dye first made in Ghent in 1874.\n")
+    assert run_rag("ingest", str(other), index=index).code == 0
+    assert "1874" in rag.ask("When was Flumox first made?").answer
+    rag.close()
+
+
+def test_unreadable_vectors_are_set_aside_and_reembedded(seeded: tuple[Path, Path]) -> None:
+    index, _ = seeded
+    (index / "chroma" / "chroma.sqlite3").write_bytes(os.urandom(20_000))
+    code, health = _doctor(index, "--repair")
+    assert code == 0 and health["ok"] and health["repaired"]["reembedded"] == health["chunks"]
+    assert list(index.glob("chroma.damaged-*"))
+    r = run_rag("search", "Japan pledge", "--mode", "dense", "--json", index=index)
+    assert r.code == 0 and json.loads(r.out)["hits"]
+
+
+def test_a_damaged_manifest_names_the_fix_that_keeps_everything(
+    seeded: tuple[Path, Path],
+) -> None:
+    index, docs = seeded
+    (index / "manifest.json").write_bytes(b"\xff\xfe garbage")
+    r = run_rag("ask", QUESTION, index=index)
+    assert r.code == 1 and r.err.count("\n") == 1 and "unexpected" not in r.err, r.err
+    assert "delete that one file" in r.err
+    (index / "manifest.json").unlink()
+    r = run_rag("ingest", str(docs), "--json", index=index)
+    assert r.code == 0 and json.loads(r.out)["chunks_added"] == 0  # nothing embedded again
+
+
+def test_a_vanished_folder_is_removed_and_rag_delete_removes_by_glob(
+    seeded: tuple[Path, Path], tmp_path: Path
+) -> None:
+    index, docs = seeded
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "heron.txt").write_text("The grey heron colony at Loch Fada has 40 nests.\n")
+    assert run_rag("ingest", str(extra), index=index).code == 0
+    shutil.rmtree(extra)
+    # used to fail with "no such file or folder" and keep citing the vanished file
+    r = run_rag("ingest", str(extra), "--json", index=index)
+    assert r.code == 0, r.err
+    assert [Path(s).name for s in json.loads(r.out)["removed"]] == ["heron.txt"]
+    r = run_rag("search", "grey heron colony nests", "--json", index=index)
+    assert all(not h["source"].endswith("heron.txt") for h in json.loads(r.out)["hits"])
+    assert run_rag("ingest", str(tmp_path / "never"), index=index).code == 2  # still an error
+
+    r = run_rag("delete", "003_*", index=index)
+    assert r.code == 0 and "Deleted 1 document" in r.out, r.err
+    st = json.loads(run_rag("status", "--json", index=index).out)
+    assert st["documents"] == 1 and st["health"]["ok"]
+    r = run_rag("ingest", str(docs), "--json", index=index)  # left out until named
+    assert len(json.loads(r.out)["excluded"]) == 1
