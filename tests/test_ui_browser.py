@@ -432,6 +432,9 @@ def test_evaluation_tab_runs_a_dataset_and_shows_what_changed(
     # the chat's settings are for the chat; hiding them is a round trip to the server
     pg.wait_for_selector("#settings", state="hidden", timeout=15_000)
     # the app starts outside the checkout (cwd has no evals/), yet lists the shipped sets
+    assert "1\t2\t3" not in pg.inner_text("#eval-metrics") and "metric" in pg.inner_text(
+        "#eval-metrics"
+    )  # an empty table has real headers
     choices = pg.inner_text("#eval-dataset")
     assert "seeds_qa.jsonl" in choices and "heldout_qa.jsonl" in choices, choices
     pg.set_input_files("#eval-upload input[type=file]", [str(dataset)])
@@ -443,6 +446,8 @@ def test_evaluation_tab_runs_a_dataset_and_shows_what_changed(
     metrics = pg.inner_text("#eval-metrics")
     assert "hit@5" in metrics and "dense" in metrics and "keyword" in metrics
     assert pg.locator("#eval-chart canvas, #eval-chart svg").count() >= 1
+    legend = pg.locator("#eval-chart .role-legend")
+    assert legend.count() >= 1 and "keyword" in (legend.first.text_content() or "")
     assert "No earlier run" in pg.inner_text("#eval-diff")
     page.shot("evaluation")
     with pg.expect_download() as download:

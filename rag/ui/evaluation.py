@@ -66,12 +66,18 @@ def evaluation_tab(engine: Engine, mode_default: str, k_default: int) -> None:
     summary = gr.Markdown(elem_id="eval-summary")
     with gr.Row(equal_height=False):
         metrics = gr.Dataframe(
-            label="Metrics", interactive=False, elem_id="eval-metrics", wrap=True, scale=3
+            value=pd.DataFrame(columns=["metric", "this run", "meaning"]),  # not "1 2 3"
+            label="Metrics",
+            interactive=False,
+            elem_id="eval-metrics",
+            wrap=True,
+            scale=3,
         )
         chart = gr.BarPlot(
             x="bar",
             y="value",
             color="system",
+            color_title="system",  # the legend: which colour is which system
             label="Retrieval modes and baselines",
             x_title="metric · system",
             y_lim=[0, 1],
