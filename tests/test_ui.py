@@ -346,3 +346,19 @@ def test_sources_are_named_by_title_with_the_file_and_the_score_explained() -> N
     assert 'class="score" title="Score: how well the passage matches' in out
     assert render.doc_label("/d/report.pdf", "report") == "report.pdf"  # no better name
     assert render.doc_label("/d/a.md", "  Alpha\n Project ") == "Alpha Project (a.md)"
+
+
+def test_a_markdown_passage_is_rendered_safely_with_its_quote_marked() -> None:
+    text = (
+        "## Funding\n\nAlpha received **2.5 million euros** in 2021.\n\n"
+        "<script>alert(1)</script> ![tracker](http://example.com/t.png) [site](javascript:x)"
+    )
+    out, found = render.highlight_markdown(text, "Alpha received 2.5 million euros in 2021.")
+    assert "<h2>Funding</h2>" in out and "<strong>2.5 million euros</strong>" in out
+    assert "<script>" not in out and "&lt;script&gt;" in out  # raw HTML shown, never run
+    assert "<img" not in out and "javascript:" not in out.split("href=")[-1][:20]
+    # the quote did not match across the ** marks; the plain-text sentence still does
+    out, found = render.highlight_markdown("Alpha received 3 euros.", "Alpha received 3 euros.")
+    assert found and "<mark>Alpha received 3 euros.</mark>" in out
+    hit = _hit("# Notes\n\nSome *text*.", source="/docs/notes.md", page=None)
+    assert '<div class="passage md"><h1>Notes</h1>' in render.passage_html(hit, "s", "1")

@@ -33,6 +33,9 @@ CSS = """
 #sources article.src header b { color: var(--body-text-color); }
 #sources article.src .n { font-weight: 700; color: var(--color-accent); }
 #sources .passage { white-space: pre-wrap; font-size: 0.92em; line-height: 1.45; }
+#sources .passage.md { white-space: normal; }
+#sources .passage.md > :first-child { margin-top: 0; }
+#sources .passage.md h1, #sources .passage.md h2, #sources .passage.md h3 { font-size: 1.05em; }
 #sources mark { background: #fde68a; color: #111; padding: 0 1px; border-radius: 2px; }
 #sources blockquote { margin: 0.3em 0; font-style: italic; }
 #sources .note { font-size: 0.85em; color: var(--body-text-color-subdued); margin: 0.2em 0; }

@@ -124,7 +124,8 @@ def _citation_html(c: Citation, sid: str) -> str:
 def passage_html(hit: Hit, sid: str, label: str, quote: str = "", extra: str = "") -> str:
     """One passage: where it is from, its score, and its whole text with `quote` marked."""
     ch = hit.chunk
-    body, found = highlight(ch.text, quote)
+    markdown = Path(ch.source).suffix.lower() in {".md", ".markdown"}
+    body, found = (highlight_markdown if markdown else highlight)(ch.text, quote)
     meta = [f"score {hit.score:.3f}"]
     if hit.dense is not None:
         meta.append(f"similarity {hit.dense:.2f}")
@@ -149,7 +150,7 @@ def passage_html(hit: Hit, sid: str, label: str, quote: str = "", extra: str = "
         f'<header><span class="n">[{label}]</span> '
         f"{_source_html(ch.source, ch.title)}{page}{section} · {scores}{extra} · {opener}"
         "</header>"
-        f'{missing}<div class="passage">{body}</div></article>'
+        f'{missing}<div class="passage{" md" if markdown else ""}">{body}</div></article>'
     )
 
 
@@ -171,11 +172,9 @@ def doc_label(source: str, title: str | None) -> str:
     return f"{_snippet(t, 70)} ({name})"
 
 
-def highlight(text: str, quote: str) -> tuple[str, bool]:
-    """`text` as HTML with each part of `quote` (parts joined by " … ") in <mark>.
-
-    Parts are matched ignoring differences in whitespace; returns (html, all parts found).
-    """
+def _quote_spans(text: str, quote: str) -> tuple[list[tuple[int, int]], bool]:
+    """Where each part of `quote` (parts joined by " … ") is in `text`, matched ignoring
+    differences in whitespace, as sorted non-overlapping spans; and whether all were found."""
     spans: list[tuple[int, int]] = []
     parts = [p.strip() for p in quote.split(" … ") if p.strip()] if quote else []
     for part in parts:
@@ -184,17 +183,44 @@ def highlight(text: str, quote: str) -> tuple[str, bool]:
         if m:
             spans.append(m.span())
     spans.sort()
+    merged: list[tuple[int, int]] = []
+    for start, end in spans:
+        if merged and start < merged[-1][1]:  # overlapping parts: their union, once
+            start = merged[-1][1]
+        if start < end:
+            merged.append((start, end))
+    return merged, len(spans) == len(parts)
+
+
+def highlight(text: str, quote: str) -> tuple[str, bool]:
+    """`text` as HTML with each part of `quote` in <mark>; returns (html, all parts found)."""
+    spans, found = _quote_spans(text, quote)
     out, pos = [], 0
     for start, end in spans:
-        if start < pos:  # overlapping parts: mark their union once
-            start = pos
-        if start >= end:
-            continue
         out.append(html.escape(text[pos:start]))
         out.append(f"<mark>{html.escape(text[start:end])}</mark>")
         pos = end
     out.append(html.escape(text[pos:]))
-    return "".join(out), len(spans) == len(parts)
+    return "".join(out), found
+
+
+_OPEN, _CLOSE = "\ue000", "\ue001"  # private-use characters: never in a document's text
+
+
+def highlight_markdown(text: str, quote: str) -> tuple[str, bool]:
+    """A Markdown passage rendered safely (raw HTML shown as text, no images fetched, links
+    checked by markdown-it), with the quote in <mark> as in `highlight`."""
+    from markdown_it import MarkdownIt
+
+    spans, found = _quote_spans(text, quote)
+    pieces, pos = [], 0
+    for start, end in spans:
+        pieces += [text[pos:start], _OPEN, text[start:end], _CLOSE]
+        pos = end
+    pieces.append(text[pos:].replace(_OPEN, "").replace(_CLOSE, ""))
+    md = MarkdownIt("commonmark", {"html": False}).disable("image")
+    rendered = md.render("".join(pieces))
+    return rendered.replace(_OPEN, "<mark>").replace(_CLOSE, "</mark>"), found
 
 
 def _source_html(source: str, title: str) -> str:
