@@ -153,6 +153,17 @@ class Page:
     def tab(self, name: str) -> None:
         self.page.get_by_role("tab", name=name).click()
 
+    def upload(self, path: Path) -> None:
+        """Add one file on the Documents tab and wait until it is indexed."""
+        self.tab("Documents")
+        self.page.set_input_files("#uploads input[type=file]", [str(path)])
+        self.page.wait_for_selector(f"#uploads :text('{path.name}')", timeout=45_000)
+        self.page.click("#add")
+        self.page.wait_for_function(
+            "document.querySelector('#docs-result').innerText.includes('Indexed')",
+            timeout=60_000,
+        )
+
     def outside_requests(self) -> list[str]:
         local = ("data", "blob")
         return [
@@ -248,13 +259,7 @@ def test_upload_then_ask_about_it_then_delete_it(
         "# Zephyr Lighthouse\n\nThe Zephyr lighthouse on Karvik Island was built in 1887 by "
         "the engineer Ingrid Halvorsen. Its lamp is visible from 23 nautical miles away.\n"
     )
-    page.tab("Documents")
-    pg.set_input_files("#uploads input[type=file]", [str(notes)])
-    pg.wait_for_selector("#uploads :text('zephyr notes.md')", timeout=45_000)
-    pg.click("#add")
-    pg.wait_for_function(
-        "document.querySelector('#docs-result').innerText.includes('Indexed')", timeout=60_000
-    )
+    page.upload(notes)
     assert "added: zephyr notes.md" in pg.inner_text("#docs-result")
     table = pg.inner_text("#documents")
     assert "zephyr notes.md" in table and "000_b1c465d2178b5198.txt" in table
@@ -581,13 +586,7 @@ def test_open_the_original_shows_the_passage_in_its_document(
     # a PDF: the cited page is drawn, with the passage boxed
     pdf = tmp_path / "orchard report.pdf"
     pdf.write_bytes(_make_pdf(["The orchard grows apples.", "The quince harvest was 40 tonnes."]))
-    page.tab("Documents")
-    pg.set_input_files("#uploads input[type=file]", [str(pdf)])
-    pg.wait_for_selector("#uploads :text('orchard report.pdf')", timeout=45_000)
-    pg.click("#add")
-    pg.wait_for_function(
-        "document.querySelector('#docs-result').innerText.includes('Indexed')", timeout=60_000
-    )
+    page.upload(pdf)
     page.ask("How many tonnes was the quince harvest?")
     pg.get_by_role("tab", name="Sources").click()
     pg.locator("#sources details.turn[open] a.open-original").first.click()
