@@ -294,3 +294,19 @@ def test_source_filter_limits_search_and_answers(tmp_path: Path, corpus: Path) -
     assert len({h["source"] for h in json.loads(r.out)["hits"]}) == 2
     r = run_rag("ask", "Who?", "--source", "*.pdf", index=index)
     assert r.code == 2 and "no indexed document matches --source '*.pdf'" in r.err
+
+
+def test_serve_on_a_port_in_use_is_one_line_at_once(tmp_path: Path, corpus: Path) -> None:
+    import socket
+
+    index = tmp_path / "idx"
+    assert run_rag("ingest", str(corpus), index=index).code == 0
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        started = time.perf_counter()
+        r = run_rag("serve", "--port", str(port), index=index, cwd=tmp_path, timeout=120)
+    assert r.code == 1 and r.err.startswith(f"error: cannot serve on 127.0.0.1:{port}")
+    assert "--port" in r.err and r.err.count("\n") == 1, r.err  # no warnings after it
+    assert time.perf_counter() - started < 60

@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from .conftest import ROOT, SEEDS, pick_free_port
+from .conftest import ROOT, SEEDS, pick_free_port, run_rag
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -563,6 +563,30 @@ def test_conversations_reopen_and_feedback_is_stored(page: Page, server: Server)
     # and a follow-up continues it: condensed with the reopened history
     page.ask("And what about Korea?")
     assert len(pg.locator("#sources details.turn").all()) == 2
+
+    # feedback exported while the app runs is listed when the Evaluation tab opens
+    r = run_rag("feedback", "export", index=server.tmp / "index")
+    assert r.code == 0, r.err
+    page.tab("Evaluation")
+    pg.wait_for_function(
+        "document.querySelector('#eval-dataset').innerText.includes('feedback.jsonl')",
+        timeout=30_000,
+    )
+
+    # deleting a saved conversation asks first; dismissing keeps it
+    page.tab("Chat")
+    pg.click("#conv-pick input")
+    pg.get_by_role("option", name=re.compile("How much did Japan pledge")).first.click()
+    pg.once("dialog", lambda d: d.dismiss())
+    pg.click("#conv-delete")
+    pg.wait_for_timeout(1500)
+    assert len(list((server.tmp / "index" / "conversations").glob("*.json"))) == len(saved)
+    pg.once("dialog", lambda d: d.accept())
+    pg.click("#conv-delete")
+    pg.wait_for_function(
+        "!document.querySelector('#conv-pick input').value.includes('Japan')", timeout=30_000
+    )
+    assert len(list((server.tmp / "index" / "conversations").glob("*.json"))) == len(saved) - 1
 
 
 def test_open_the_original_shows_the_passage_in_its_document(

@@ -20,13 +20,24 @@ def serve(
     docs_dir: Path = Path("documents"),
 ) -> None:
     """Serve the app on http://host:port until interrupted. Nothing is fetched from the internet."""
+    import socket
     import sys
 
     import click
 
+    from ..errors import RagError
     from .app import build_app, launch
     from .engine import Engine
 
+    # a port in use is said at once, before models load (their warm-up would then fail
+    # noisily at shutdown)
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            raise RagError(
+                f"cannot serve on {host}:{port} ({e.strerror or e}); choose another --port"
+            ) from None
     engine = Engine(settings, docs_dir)
     demo = None
     try:

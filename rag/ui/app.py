@@ -16,11 +16,20 @@ from ..types import Answer, Draft, IngestReport
 from . import render
 from .assets import COPY_JS, CSS, HEAD
 from .engine import Engine, LLMChoice, check_llm
-from .evaluation import evaluation_tab
+from .evaluation import evaluation_tab, refresh_datasets
 from .handlers import NO_INDEX, guard, message, progress_bar
 from .original import original_html
 
 EXTRACTIVE = "Extractive (no LLM)"
+CANCELLED = "(cancelled)"
+# the delete confirmation sits below the documents table: bring it into view
+SHOW_CONFIRM = """() => { const row = document.getElementById("confirm-delete");
+  if (row) row.scrollIntoView({behavior: "smooth", block: "center"}); return []; }"""
+# the browser asks before a saved conversation is deleted; Cancel sends CANCELLED instead
+CONFIRM_CONVERSATION_DELETE = f"""
+(cid, current) => [cid && !window.confirm("Delete this saved conversation?") ?
+  "{CANCELLED}" : cid, current]
+"""
 ENDPOINT = "LLM endpoint"
 
 
@@ -179,7 +188,11 @@ def build_app(engine: Engine) -> gr.Blocks:
                 doc_order = gr.State([])
 
             with gr.Tab("Evaluation", id="eval-tab") as eval_tab:
-                evaluation_tab(engine, mode_default=s.retrieve.mode, k_default=s.retrieve.k)
+                eval_dataset = evaluation_tab(
+                    engine, mode_default=s.retrieve.mode, k_default=s.retrieve.k
+                )
+            eval_tab.select(lambda current: refresh_datasets(engine, current), eval_dataset,
+                            eval_dataset, api_name=False)  # fmt: skip
 
             with gr.Tab("Status", id="status-tab") as status_tab:
                 status_md = gr.Markdown(elem_id="status")
@@ -355,6 +368,8 @@ def build_app(engine: Engine) -> gr.Blocks:
         conv_open.click(open_conversation, conv_pick, conv_outputs, api_name=False)
 
         def delete_conversation(cid: str | None, current: str) -> tuple[Any, ...]:
+            if cid == CANCELLED:
+                return gr.skip(), gr.skip()
             if not cid:
                 gr.Warning("Pick a saved conversation first.")
                 return gr.skip(), gr.skip()
@@ -363,7 +378,7 @@ def build_app(engine: Engine) -> gr.Blocks:
             return gr.update(choices=choices, value=None), "" if cid == current else current
 
         conv_delete.click(delete_conversation, [conv_pick, conv_id], [conv_pick, conv_id],
-                          api_name=False)  # fmt: skip
+                          js=CONFIRM_CONVERSATION_DELETE, api_name=False)  # fmt: skip
 
         def rate(turns_: list, cid: str, note: str, evt: gr.LikeData) -> tuple[str, str]:
             """👍/👎 on an answer: stored with the note (index/feedback.jsonl)."""
@@ -472,7 +487,7 @@ def build_app(engine: Engine) -> gr.Blocks:
             return "", text, gr.update(visible=True)
 
         delete.click(ask_to_delete, doc_pick, [docs_result, confirm_text, confirm_row],
-                     api_name=False)  # fmt: skip
+                     api_name=False).then(None, js=SHOW_CONFIRM)  # fmt: skip
         cancel.click(lambda: gr.update(visible=False), None, confirm_row, api_name=False)
 
         @guard(outputs=9)
@@ -625,7 +640,7 @@ def _ingest_summary(report: IngestReport | None, saved: list[Any], refused: list
         changed = len(report.added) + len(report.updated)
         lines.append(
             f"**Indexed {changed} file{'s' if changed != 1 else ''}** in {report.seconds:.1f} s: "
-            f"{report.chunks_added} passages added, {report.chunks_removed} removed; "
+            f"{_count(report.chunks_added, 'passage')} added, {report.chunks_removed} removed; "
             f"{len(report.unchanged)} unchanged."
         )
         for label, items in (
@@ -649,6 +664,10 @@ def _ingest_summary(report: IngestReport | None, saved: list[Any], refused: list
         lines.append(f"Replaced the earlier version of: {', '.join(replaced)}.")
     lines += [f"- **not added** {r}" for r in refused]
     return "\n".join(lines) or "Nothing to do."
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _supported() -> set[str]:

@@ -51,6 +51,8 @@ CSS = """
 .ok { color: #15803d; } .bad { color: #b91c1c; }
 #ask-row { align-items: stretch; }
 footer { display: none !important; }
+#confirm-delete { flex-wrap: wrap; align-items: center; }
+#confirm-delete #confirm-text { min-width: 240px; flex: 1 1 240px; }
 @media (max-width: 640px) { #sources { max-height: none; } #header { padding-left: 1.6em; } }
 """
 

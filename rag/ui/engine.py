@@ -248,7 +248,8 @@ class Engine:
                 path.unlink(missing_ok=True)
             chunks = rag.delete([source])
             kept = "" if inside else " (the file itself is outside the documents folder: kept)"
-            return f"Deleted {path.name}: {chunks} chunks removed{kept}."
+            noun = "chunk" if chunks == 1 else "chunks"
+            return f"Deleted {path.name}: {chunks} {noun} removed{kept}."
 
         return self.run("write", work)
 

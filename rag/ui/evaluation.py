@@ -22,6 +22,13 @@ UPLOADED = "Uploaded file"
 CALIBRATION_PNG = Path(__file__).resolve().parents[2] / "docs" / "calibration.png"
 
 
+def refresh_datasets(engine: Engine, current: str | None) -> Any:
+    """The dataset list as it is now on disk (e.g. after `rag feedback export`)."""
+    shipped = [str(p) for p in ev.find_datasets(engine.settings.store.index_dir)]
+    choices = [*shipped, UPLOADED]
+    return gr.update(choices=choices, value=current if current in choices else choices[0])
+
+
 def runs_dir(index_dir: Path | str) -> Path:
     """Where the app keeps its eval runs: ./evals/runs in a project with an evals/ folder
     (shared with `rag eval`), else inside the index folder, never loose in the cwd."""
@@ -29,8 +36,9 @@ def runs_dir(index_dir: Path | str) -> Path:
     return here / "runs" if here.is_dir() else Path(index_dir) / "evals" / "runs"
 
 
-def evaluation_tab(engine: Engine, mode_default: str, k_default: int) -> None:
-    """Lay out the tab inside the current Blocks and wire its events."""
+def evaluation_tab(engine: Engine, mode_default: str, k_default: int) -> Any:
+    """Lay out the tab inside the current Blocks and wire its events; returns the dataset
+    choice, whose list `refresh_datasets` renews (feedback exported since the app started)."""
     # found wherever the app starts: the index's evals/, ./evals, the checkout's evals/
     shipped = [str(p) for p in ev.find_datasets(engine.settings.store.index_dir)]
     gr.Markdown(
@@ -162,6 +170,7 @@ def evaluation_tab(engine: Engine, mode_default: str, k_default: int) -> None:
         concurrency_limit=1,
         api_name="evaluate",
     )
+    return dataset
 
 
 def calibration_panel(running: AnswerSettings, image: Path | None = None) -> None:
