@@ -450,9 +450,11 @@ class Rag:
                 or fnmatch.fnmatchcase(Path(s).name, expanded)
             ]  # fmt: skip
             if not matched:
+                examples = ", ".join(sorted(Path(s).name for s in indexed)[:3])
                 raise UsageError(
-                    f"no indexed document matches --source {pattern!r}: give a glob like "
-                    "'*.pdf', a folder or a file name (`rag status --json` lists the roots)"
+                    f"no indexed document matches --source {pattern!r} (it is matched against "
+                    "each document's path and file name; the index holds "
+                    f"{len(indexed)} documents, e.g. {examples or 'none yet'})"
                 )
             out.extend(m for m in matched if m not in out)
         return out

@@ -294,6 +294,7 @@ def test_source_filter_limits_search_and_answers(tmp_path: Path, corpus: Path) -
     assert len({h["source"] for h in json.loads(r.out)["hits"]}) == 2
     r = run_rag("ask", "Who?", "--source", "*.pdf", index=index)
     assert r.code == 2 and "no indexed document matches --source '*.pdf'" in r.err
+    assert "e.g. alpha.md, beta.txt" in r.err
 
 
 def test_serve_on_a_port_in_use_is_one_line_at_once(tmp_path: Path, corpus: Path) -> None:

@@ -22,6 +22,9 @@ from .original import original_html
 
 EXTRACTIVE = "Extractive (no LLM)"
 CANCELLED = "(cancelled)"
+# a new answer's sources are listed first: show them, not where the panel was scrolled to
+SOURCES_TO_TOP = """() => { const s = document.getElementById("sources");
+  if (s) s.scrollTop = 0; return []; }"""
 # the delete confirmation sits below the documents table: bring it into view
 SHOW_CONFIRM = """() => { const row = document.getElementById("confirm-delete");
   if (row) row.scrollIntoView({behavior: "smooth", block: "center"}); return []; }"""
@@ -303,7 +306,7 @@ def build_app(engine: Engine) -> gr.Blocks:
                 concurrency_limit=4,
                 concurrency_id="ask",
                 api_name=False,
-            )
+            ).then(None, js=SOURCES_TO_TOP)
         configured = LLMChoice(
             s.answer.llm_url,
             s.answer.llm_model,
