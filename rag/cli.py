@@ -661,6 +661,13 @@ def feedback_export(c: Context, out: Path | None) -> None:
               "install NAME` first) [extractive; env RAG_LLM].")  # fmt: skip
 @click.option("--llm-url", help="OpenAI-compatible /v1 endpoint to answer with [extractive].")
 @click.option("--llm-model", help="Model name at --llm-url.")
+@click.option(
+    "--api-key",
+    envvar="RAG_API_KEY",
+    help="Require this key: `Authorization: Bearer "
+    "KEY` on /v1, and as the password of the app's login [env RAG_API_KEY].",
+)
+@click.option("--no-ui", is_flag=True, help="Serve the API (/v1, /healthz) without the app.")
 @pass_ctx
 def serve(
     c: Context,
@@ -671,14 +678,23 @@ def serve(
     llm_name: str | None,
     llm_url: str | None,
     llm_model: str | None,
+    api_key: str | None,
+    no_ui: bool,
 ) -> None:
-    """Start the web app: chat with cited answers, add documents, run evaluations.
+    """Start the web app (chat with cited answers, add documents, run evaluations) and,
+    on the same port, an OpenAI-compatible API under /v1 with citations.
 
     \b
     Examples:
-      rag serve                          # http://127.0.0.1:7860
+      rag serve                          # http://127.0.0.1:7860, API at /v1
       rag serve --ingest seeds/ --port 8000
+      RAG_API_KEY=secret rag serve --host 0.0.0.0 --no-ui
     """
+    if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+        raise UsageError(
+            f"--host {host} makes the documents reachable from other machines: set a key "
+            "with --api-key KEY (or RAG_API_KEY) first"
+        )
     from .ui import serve as serve_app
 
     answer: dict[str, Any] = {}
@@ -693,7 +709,8 @@ def serve(
         click.echo(f"Index: {_n(report.documents_total, 'document')}, "
                    f"{_n(report.chunks_total, 'chunk')} ({changed} changed, "
                    f"{len(report.skipped)} skipped).", err=True)  # fmt: skip
-    serve_app(rag.settings, host=host, port=port, docs_dir=docs_dir)
+    serve_app(rag.settings, host=host, port=port, docs_dir=docs_dir, api_key=api_key,
+              ui=not no_ui)  # fmt: skip
 
 
 # --- eval ------------------------------------------------------------------------------

@@ -18,15 +18,21 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 7860,
     docs_dir: Path = Path("documents"),
+    api_key: str | None = None,
+    ui: bool = True,
 ) -> None:
-    """Serve the app on http://host:port until interrupted. Nothing is fetched from the internet."""
+    """Serve the app and the API (/v1) on http://host:port until interrupted (Ctrl-C, kill).
+    Nothing is fetched from the internet."""
     import socket
     import sys
+    import threading
 
     import click
+    import uvicorn
 
+    from ..api import build_api
     from ..errors import RagError
-    from .app import build_app, launch
+    from .app import configured_llm, local_models, mount
     from .engine import Engine
 
     # a port in use is said at once, before models load (their warm-up would then fail
@@ -39,17 +45,35 @@ def serve(
                 f"cannot serve on {host}:{port} ({e.strerror or e}); choose another --port"
             ) from None
     engine = Engine(settings, docs_dir)
-    demo = None
+    server = None
+    thread = None
     try:
-        demo = build_app(engine)
+        app = build_api(engine, api_key=api_key, configured=configured_llm(settings),
+                        local=local_models(settings.answer.llm_gguf))  # fmt: skip
+        if ui:
+            app = mount(app, engine, api_key)
         engine.warm_up()  # loads the model while the server starts: the first answer is quick
-        url = launch(demo, host, port, settings.load.max_file_mb)
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                access_log=False, lifespan="on")  # fmt: skip
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, name="rag-http", daemon=True)
+        thread.start()
+        while not server.started:
+            if not thread.is_alive():
+                raise RagError(f"cannot serve on {host}:{port}; choose another --port")
+            thread.join(0.05)
+        url = f"http://{host}:{port}/"
+        what = "the app and the API" if ui else "the API"
         click.echo(
-            f"rag is serving {url}  (uploads are saved in {engine.docs_dir}; Ctrl+C to stop)"
+            f"rag is serving {url}  ({what}: {url}v1; uploads are saved in {engine.docs_dir};"
+            " Ctrl+C to stop)"
         )
         sys.stdout.flush()
-        demo.block_thread()
+        while thread.is_alive():
+            thread.join(0.5)
     finally:
-        if demo is not None:
-            demo.close()  # on `kill` too (Gradio closes only on Ctrl-C): else its server lives on
+        if server is not None:
+            server.should_exit = True  # on `kill` and Ctrl-C too
+        if thread is not None:
+            thread.join(10)
         engine.close()

@@ -11,7 +11,7 @@ import gradio as gr
 
 from ..config import MODES
 from ..conversations import Conversations, add_feedback
-from ..errors import IndexMissing, RagError
+from ..errors import IndexMissing
 from ..types import Answer, Draft, IngestReport
 from . import render
 from .assets import COPY_JS, CSS, HEAD
@@ -534,31 +534,45 @@ def build_app(engine: Engine) -> gr.Blocks:
     return demo
 
 
-def launch(demo: gr.Blocks, host: str, port: int, max_file_mb: float) -> str:
-    """Start serving in the background; returns the local URL."""
+def mount(app: Any, engine: Engine, api_key: str | None) -> Any:
+    """The Gradio app on `app` (the API's FastAPI) at /: one server, one port. With a key,
+    the page asks for it (any user name, the key as the password)."""
+    import hmac
+
+    demo = build_app(engine)
     demo.queue(default_concurrency_limit=4, max_size=64)
-    try:
-        demo.launch(
-            server_name=host,
-            server_port=port,
-            share=False,
-            inbrowser=False,
-            quiet=True,
-            prevent_thread_lock=True,
-            ssr_mode=False,
-            mcp_server=False,
-            pwa=False,
-            footer_links=["api"],
-            max_file_size=f"{int(max_file_mb * 1024)}kb",
-            show_error=True,
-            theme=gr.themes.Default(),
-            css=CSS,
-            head=HEAD,
-        )
-    except OSError as e:
-        reason = "it is in use" if "empty port" in str(e) else str(e)
-        raise RagError(f"cannot serve on {host}:{port} ({reason}); choose another --port") from e
-    return f"http://{host}:{port}/"
+    auth = None
+    if api_key:
+        key = api_key.encode()
+
+        def auth(user: str, password: str) -> bool:
+            return hmac.compare_digest(password.encode(), key)
+
+    return gr.mount_gradio_app(
+        app,
+        demo,
+        path="/",
+        server_name=None,  # type: ignore[arg-type]
+        footer_links=["api"],
+        auth=auth,
+        auth_message="This rag is protected by a key: any user name, the key as password."
+        if api_key
+        else None,
+        show_error=True,
+        max_file_size=f"{int(engine.settings.load.max_file_mb * 1024)}kb",
+        ssr_mode=False,
+        mcp_server=False,
+        pwa=False,
+        theme=gr.themes.Default(),
+        css=CSS,
+        head=HEAD,
+    )
+
+
+def configured_llm(settings: Any) -> LLMChoice:
+    """The answerer `rag serve` was started with (the API's model "rag")."""
+    a = settings.answer
+    return LLMChoice(a.llm_url, a.llm_model, str(a.llm_gguf) if a.llm_gguf else None)
 
 
 # --- helpers ---------------------------------------------------------------------------

@@ -1,0 +1,195 @@
+"""The OpenAI-compatible API of `rag serve`, against the real server (started here on
+127.0.0.1, with a key) and the real `openai` client; /v1/search and /v1/documents by curl."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT, SEEDS, pick_free_port, run_rag
+
+KEY = "test-key-4f1c"
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """(base URL of /v1, the server's folder)."""
+    tmp = tmp_path_factory.mktemp("api")
+    port = pick_free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
+    env["RAG_API_KEY"] = KEY
+    log = tmp / "serve.log"
+    cmd = [sys.executable, "-m", "rag", "--index", str(tmp / "index"), "serve", "--port",
+           str(port), "--docs", str(tmp / "documents"), "--ingest", str(SEEDS)]  # fmt: skip
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp)
+    try:
+        deadline = time.time() + 180
+        while "rag is serving" not in log.read_text():
+            assert proc.poll() is None, log.read_text()
+            assert time.time() < deadline, log.read_text()
+            time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}/v1", tmp
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _client(base: str, key: str = KEY) -> object:
+    from openai import OpenAI
+
+    return OpenAI(base_url=base, api_key=key, max_retries=0, timeout=120)
+
+
+QUESTION = "How much did Japan pledge to the United States?"
+
+
+def test_the_openai_client_gets_a_cited_answer(api: tuple[str, Path]) -> None:
+    base, _ = api
+    client = _client(base)
+    assert {"rag", "rag:extractive"} <= {m.id for m in client.models.list().data}  # type: ignore[attr-defined]
+    r = client.chat.completions.create(  # type: ignore[attr-defined]
+        model="rag", messages=[{"role": "user", "content": QUESTION}]
+    )
+    text = r.choices[0].message.content
+    assert "550 billion" in text and "[1]" in text
+    extra = r.model_dump()
+    assert extra["refused"] is False
+    cit = extra["citations"][0]
+    fields = {"n", "source", "chunk_id", "page", "start_char", "end_char", "quote", "supported"}
+    assert fields <= set(cit)
+    source = Path(cit["source"]).read_text()
+    assert cit["quote"] in source[cit["start_char"] : cit["end_char"]]
+
+
+def test_streamed_answers_and_refusals(api: tuple[str, Path]) -> None:
+    base, _ = api
+    client = _client(base)
+    stream = client.chat.completions.create(  # type: ignore[attr-defined]
+        model="rag:extractive", stream=True, messages=[{"role": "user", "content": QUESTION}]
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert "550 billion" in text and chunks[-1].choices[0].finish_reason == "stop"
+    assert chunks[-1].model_dump()["citations"], "the last chunk carries the citations"
+
+    r = client.chat.completions.create(  # type: ignore[attr-defined]
+        model="rag", messages=[{"role": "user", "content": "Who won the 2022 FIFA World Cup?"}]
+    )
+    assert r.model_dump()["refused"] is True
+    assert r.choices[0].message.content.startswith("The documents do not say")
+
+    # a follow-up is condensed from the earlier turns, as `rag chat` does
+    r = client.chat.completions.create(  # type: ignore[attr-defined]
+        model="rag",
+        messages=[
+            {"role": "user", "content": QUESTION},
+            {"role": "assistant", "content": "Japan pledged $550 billion. [1]"},
+            {"role": "user", "content": "And what did Trump say the U.S. gets from Korea?"},
+        ],
+    )
+    assert "350 billion" in r.choices[0].message.content
+
+
+def test_a_wrong_key_is_401_and_errors_are_openai_shaped(api: tuple[str, Path]) -> None:
+    import openai
+
+    base, _ = api
+    with pytest.raises(openai.AuthenticationError) as e:
+        _client(base, "wrong").models.list()  # type: ignore[attr-defined]
+    assert "Authorization: Bearer" in str(e.value)
+    with pytest.raises(openai.NotFoundError, match="no model 'gpt-4'"):
+        _client(base).chat.completions.create(  # type: ignore[attr-defined]
+            model="gpt-4", messages=[{"role": "user", "content": "hi"}]
+        )
+    # health is public (for load balancers); the app's page asks for the key
+    with urllib.request.urlopen(base.replace("/v1", "/healthz")) as r:
+        assert json.loads(r.read())["ok"] is True
+    root = base.replace("/v1", "")
+    with pytest.raises(urllib.error.HTTPError) as denied:
+        urllib.request.urlopen(f"{root}/config")
+    assert denied.value.code == 401 and "protected by a key" in denied.value.read().decode()
+    login = urllib.parse.urlencode({"username": "me", "password": KEY}).encode()
+    with urllib.request.urlopen(f"{root}/login", data=login) as r:
+        assert r.status == 200
+
+
+def _curl(*args: str) -> dict:
+    p = subprocess.run(["curl", "-s", "-H", f"Authorization: Bearer {KEY}", *args],
+                       capture_output=True, text=True, timeout=300, check=True)  # fmt: skip
+    return json.loads(p.stdout)
+
+
+@pytest.mark.skipif(not shutil.which("curl"), reason="curl is not installed")
+def test_search_and_documents_from_curl(api: tuple[str, Path], tmp_path: Path) -> None:
+    base, _ = api
+    query = {"query": "Mutual Defense Treaty", "k": 3, "mode": "hybrid"}
+    out = _curl("-X", "POST", f"{base}/search", "-H", "Content-Type: application/json",
+                "-d", json.dumps(query))  # fmt: skip
+    assert out["query"] == "Mutual Defense Treaty" and len(out["hits"]) == 3
+    assert {"rank", "chunk_id", "source", "text", "score"} <= set(out["hits"][0])
+
+    note = tmp_path / "kestrel.md"
+    note.write_text("# Kestrel\n\nThe Kestrel Observatory reported 212 aurora nights in 2024.\n")
+    up = _curl("-X", "POST", f"{base}/documents", "-F", f"files=@{note}")
+    assert up["saved"] == ["kestrel.md"] and up["report"]["added"]
+    listed = _curl(f"{base}/documents")["data"]
+    mine = [d for d in listed if d["source"].endswith("kestrel.md")]
+    assert mine and mine[0]["status"] == "indexed"
+    r = _client(base).chat.completions.create(  # type: ignore[attr-defined]
+        model="rag",
+        messages=[
+            {
+                "role": "user",
+                "content": "How many aurora nights did the Kestrel Observatory report in 2024?",
+            }
+        ],
+    )
+    assert "212" in r.choices[0].message.content
+    gone = _curl("-X", "DELETE", "-G", f"{base}/documents", "--data-urlencode",
+                 f"source={mine[0]['source']}")  # fmt: skip
+    assert gone["deleted"] == mine[0]["source"]
+    assert _curl("-X", "DELETE", "-G", f"{base}/documents", "--data-urlencode",
+                 "source=/nope")["error"]["code"] == 404  # fmt: skip
+    status = _curl(f"{base}/status")
+    assert status["documents"] == 2 and status["health"]["ok"]
+
+
+def test_an_open_host_without_a_key_is_refused(tmp_path: Path) -> None:
+    r = run_rag("serve", "--host", "0.0.0.0", index=tmp_path / "idx", cwd=ROOT)
+    assert r.code == 2 and "--api-key" in r.err and r.err.count("\n") == 1
+
+
+def test_a_full_queue_is_503_with_retry_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from rag import api as api_module
+    from rag.ui.engine import Engine, LLMChoice
+
+    from .conftest import settings_for
+
+    monkeypatch.setattr(api_module, "MAX_QUEUE", 0)
+    engine = Engine(settings_for(tmp_path / "idx"), tmp_path / "docs")
+    try:
+        app = api_module.build_api(engine, api_key=None, configured=LLMChoice(), local={})
+        r = TestClient(app).post("/v1/search", json={"query": "x"})
+        assert r.status_code == 503 and r.headers["retry-after"] == "2"
+        assert r.json()["error"]["type"] == "server_busy"
+    finally:
+        engine.close()
