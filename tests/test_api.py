@@ -193,3 +193,22 @@ def test_a_full_queue_is_503_with_retry_after(
         assert r.json()["error"]["type"] == "server_busy"
     finally:
         engine.close()
+
+
+def test_an_upload_over_the_size_limit_is_413(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from rag import api as api_module
+    from rag.ui.engine import Engine, LLMChoice
+
+    from .conftest import settings_for
+
+    settings = settings_for(tmp_path / "idx", load={"max_file_mb": 0.001})  # ~1 KB
+    engine = Engine(settings, tmp_path / "docs")
+    try:
+        app = api_module.build_api(engine, api_key=None, configured=LLMChoice(), local={})
+        r = TestClient(app).post("/v1/documents", files={"files": ("big.txt", b"x" * 5000)})
+        assert r.status_code == 413 and "--max-file-mb" in r.json()["error"]["message"]
+        assert not (tmp_path / "docs").exists() or not list((tmp_path / "docs").iterdir())
+    finally:
+        engine.close()
