@@ -831,6 +831,11 @@ def _eval_run(rag: Any, items: list[Any], *, k: int, mode: str | None, names: li
     if judge and not (rag.settings.answer.llm_url or rag.settings.answer.llm_gguf):
         raise UsageError("--judge needs an LLM endpoint: --llm-url, --llm-gguf or RAG_LLM_URL")
     rag.index  # noqa: B018 -- a missing index fails here, with the `rag ingest` command to run
+    found, tried = ev.evidence_in_index(rag, items)
+    if tried and not found:
+        click.echo(f"warning: none of {tried} evidence quotes of {dataset.name} is in "
+                   f"{rag.settings.store.index_dir}/: the set was written for other documents "
+                   "(is this the right --index?)", err=True)  # fmt: skip
     mode = mode or rag.settings.retrieve.mode
     with _progress() as progress:
         try:

@@ -158,12 +158,14 @@ def feedback_path(index_dir: Path | str) -> Path:
 
 
 def add_feedback(index_dir: Path | str, answer: Answer, good: bool, note: str = "",
-                 conversation: str | None = None) -> dict[str, Any]:  # fmt: skip
-    """Append one thumbs up/down (with an optional note: what the right answer is)."""
+                 conversation: str | None = None, right: str = "") -> dict[str, Any]:  # fmt: skip
+    """Append one thumbs up/down, with an optional note (what was wrong) and the right
+    answer when the user knows it."""
     row = {
         "time": time.time(),
         "rating": "up" if good else "down",
         "note": note.strip(),
+        "right_answer": right.strip(),
         "conversation": conversation,
         "question": answer.standalone_question or answer.question,
         "answer": answer.answer,
@@ -198,10 +200,10 @@ _MARK = re.compile(r"\s*\[\d+\]")
 def feedback_questions(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Eval questions from feedback, the latest rating of each question winning.
 
-    Thumbs down: the note is the reference answer (what it should have said); a note that
-    says the documents do not say it ("not in the documents", "no answer") makes it an
-    unanswerable question. Thumbs up: the given answer becomes the reference, a check that
-    it stays right."""
+    Thumbs down: the right answer the user gave is the reference; a note that says the
+    documents do not say it ("not in the documents", "no answer") makes it an unanswerable
+    question; the note itself stays in feedback.jsonl. Thumbs up: the given answer becomes
+    the reference, a check that it stays right."""
     latest: dict[str, dict[str, Any]] = {}
     for r in rows:
         latest[" ".join(r["question"].split()).casefold()] = r
@@ -218,8 +220,8 @@ def feedback_questions(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         elif re.search(r"\b(not in the documents|documents do not say|no answer|"
                        r"unanswerable)\b", note, re.I):  # fmt: skip
             item["answerable"] = False
-        elif note:
-            item["answer"] = note
+        elif r.get("right_answer"):
+            item["answer"] = r["right_answer"]
         out.append(item)
     return out
 

@@ -69,7 +69,8 @@ def test_feedback_becomes_eval_questions(tmp_path: Path, answers: list, seeds_in
     right, refused = answers
     add_feedback(index, right, good=True)
     add_feedback(index, refused, good=False, note="Not in the documents: they give no rate.")
-    add_feedback(index, right, good=False, note="550 billion dollars, over several years")
+    add_feedback(index, right, good=False, note="It should say over how many years.",
+                 right="550 billion dollars, over several years")  # fmt: skip
     rows = read_feedback(index)
     assert [r["rating"] for r in rows] == ["up", "down", "down"]
     items = {i["question"]: i for i in feedback_questions(rows)}

@@ -677,3 +677,12 @@ def test_datasets_are_found_wherever_the_app_starts(
     assert names[0] == "seeds_qa.jsonl"  # the checkout's shipped sets, the main one first
     assert {"heldout_qa.jsonl", "pydocs_qa.jsonl", "mine.jsonl"} <= set(names)
     assert len(names) == len(set(names))
+
+
+def test_a_set_written_for_other_documents_is_detected(seeds_rag: Rag) -> None:
+    from rag.evaluate import evidence_in_index
+
+    pydocs = load_dataset(ROOT / "evals" / "pydocs_qa.jsonl")
+    assert evidence_in_index(seeds_rag, pydocs) == (0, 5)  # its quotes are not in the seeds
+    found, tried = evidence_in_index(seeds_rag, load_dataset(ROOT / "evals" / "seeds_qa.jsonl"))
+    assert tried == 5 and found >= 4

@@ -474,6 +474,16 @@ def test_evaluation_tab_runs_a_dataset_and_shows_what_changed(
     )
     assert saved[0].stem in pg.inner_text("#eval-diff")
 
+    # a set written for other documents is refused at once, not run for minutes to score 0
+    page.tab("Evaluation")
+    pg.locator("#eval-dataset label", has_text="pydocs_qa.jsonl").click()
+    pg.click("#eval-run")
+    pg.wait_for_function(
+        "document.querySelector('#eval-summary').innerText.includes('evidence quotes')",
+        timeout=60_000,
+    )
+    assert "written for other documents" in pg.inner_text("#eval-summary")
+
     page.tab("Status")
     status = pg.inner_text("#status")
     assert "Embedding model" in status and "minilm" in status.lower()
@@ -533,6 +543,7 @@ def test_conversations_reopen_and_feedback_is_stored(page: Page, server: Server)
     assert "550 billion" in pg.inner_text("#chat")
     # 👎 with a note: stored in the index folder, with the question and the note
     pg.fill("#feedback-note textarea", "It should say when the pledge was made.")
+    pg.fill("#feedback-right textarea", "$550 billion, pledged in 2025")
     pg.locator("#chat button[aria-label='Dislike']").last.click()
     pg.wait_for_function(
         "document.querySelector('#feedback-status').innerText.includes('saved')", timeout=30_000
@@ -541,6 +552,7 @@ def test_conversations_reopen_and_feedback_is_stored(page: Page, server: Server)
     rows = [json.loads(x) for x in stored]
     assert rows[-1]["rating"] == "down" and rows[-1]["note"].startswith("It should say when")
     assert rows[-1]["question"] == "How much did Japan pledge to the United States?"
+    assert rows[-1]["right_answer"] == "$550 billion, pledged in 2025"
 
     # retry asks the same question again: still one answer in the chat, freshly made
     pg.locator("#chat button[aria-label='Retry']").last.click()

@@ -14,7 +14,15 @@ from .dataset import EvalItem, dataset_dirs, find_datasets, load_dataset
 from .history import diff_runs, list_runs, load_run, resolve_runs
 from .metrics import check_gates, metric_names, parse_gates
 from .report import write_report
-from .runner import BASELINES, RUNS_DIR, EvalRun, compare, failures, run_eval
+from .runner import (
+    BASELINES,
+    RUNS_DIR,
+    EvalRun,
+    compare,
+    evidence_in_index,
+    failures,
+    run_eval,
+)
 
 __all__ = [
     "BASELINES",
@@ -25,6 +33,7 @@ __all__ = [
     "compare",
     "dataset_dirs",
     "diff_runs",
+    "evidence_in_index",
     "failures",
     "find_datasets",
     "list_runs",

@@ -421,3 +421,21 @@ def compare(
 def failures(run: EvalRun) -> list[dict[str, Any]]:
     """The questions the run got wrong, with what was expected, what came back and why."""
     return [q for q in run.questions if q.get("passed") is False]
+
+
+def evidence_in_index(rag: Any, items: Sequence[EvalItem], sample: int = 5) -> tuple[int, int]:
+    """(found, tried): of the first `sample` questions with evidence, how many have an
+    evidence quote in some passage of this index (a keyword search for the quote). None
+    found means the set was written for other documents: its run would score 0."""
+    tried = found = 0
+    for item in items:
+        if not item.evidence:
+            continue
+        tried += 1
+        quote = " ".join(item.evidence[0].split())
+        hits = rag.search(quote, k=5, mode="keyword")
+        if any(quote in " ".join(h.chunk.text.split()) for h in hits):
+            found += 1
+        if tried >= sample:
+            break
+    return found, tried

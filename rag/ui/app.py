@@ -125,12 +125,18 @@ def build_app(engine: Engine) -> gr.Blocks:
                         with gr.Row():
                             copy = gr.Button("Copy answer as Markdown", size="sm", elem_id="copy")
                             clear = gr.Button("New conversation", size="sm", elem_id="clear")
-                        feedback_note = gr.Textbox(
-                            label="Note for Like / Dislike (optional): what was wrong, "
-                            "or the right answer",
-                            max_lines=3,
-                            elem_id="feedback-note",
-                        )
+                        with gr.Row():
+                            feedback_note = gr.Textbox(
+                                label="Note for Like / Dislike (optional): what was wrong",
+                                max_lines=3,
+                                elem_id="feedback-note",
+                            )
+                            feedback_right = gr.Textbox(
+                                label="The right answer, if you know it (becomes the "
+                                "reference of an eval question)",
+                                max_lines=3,
+                                elem_id="feedback-right",
+                            )
                         feedback_status = gr.Markdown(elem_id="feedback-status")
                     with gr.Column(scale=4, min_width=300), gr.Tabs() as side_tabs:
                         with gr.Tab("Sources", id="sources-tab"):
@@ -383,24 +389,28 @@ def build_app(engine: Engine) -> gr.Blocks:
         conv_delete.click(delete_conversation, [conv_pick, conv_id], [conv_pick, conv_id],
                           js=CONFIRM_CONVERSATION_DELETE, api_name=False)  # fmt: skip
 
-        def rate(turns_: list, cid: str, note: str, evt: gr.LikeData) -> tuple[str, str]:
+        def rate(
+            turns_: list, cid: str, note: str, right: str, evt: gr.LikeData
+        ) -> tuple[str, str, str]:
             """👍/👎 on an answer: stored with the note (index/feedback.jsonl)."""
             index = evt.index[0] if isinstance(evt.index, list | tuple) else evt.index
             turn = int(index) // 2 + 1  # messages alternate: question, answer
             answer = dict(turns_).get(turn)
             if answer is None:
-                return gr.skip(), gr.skip()
+                return gr.skip(), gr.skip(), gr.skip()
             good = bool(evt.liked)
-            add_feedback(engine.settings.store.index_dir, answer, good, note or "", cid or None)
+            add_feedback(engine.settings.store.index_dir, answer, good, note or "", cid or None,
+                         right=right or "")  # fmt: skip
             thanks = "👍 saved" if good else "👎 saved"
             return (
                 f"{thanks} for answer {turn}; export it as eval questions with "
                 "`rag feedback export`.",
                 "",
+                "",
             )
 
-        chat.like(rate, [turns, conv_id, feedback_note], [feedback_status, feedback_note],
-                  api_name=False)  # fmt: skip
+        chat.like(rate, [turns, conv_id, feedback_note, feedback_right],
+                  [feedback_status, feedback_note, feedback_right], api_name=False)  # fmt: skip
 
         def check(backend_: str, url: str) -> str:
             """Whether the chosen answerer can be reached (a quick GET {url}/models)."""

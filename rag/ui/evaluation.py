@@ -13,6 +13,7 @@ import pandas as pd
 
 from .. import evaluate as ev
 from ..config import AnswerSettings
+from ..errors import UsageError
 from ..evaluate.report import fmt, meaning
 from .engine import Engine
 from .handlers import guard, progress_bar
@@ -127,6 +128,13 @@ def evaluation_tab(engine: Engine, mode_default: str, k_default: int) -> Any:
         k_ = int(k_)
 
         def work(rag: Any, tick: Any) -> tuple[Any, Any]:
+            found, tried = ev.evidence_in_index(rag, items)
+            if tried and not found:
+                raise UsageError(
+                    f"none of {tried} evidence quotes of {path.name} is in this index: the set "
+                    "was written for other documents (pydocs_qa.jsonl needs an index of "
+                    "evals/corpora/pydocs); start `rag serve` with that index"
+                )
             done = ev.run_eval(
                 rag,
                 items,
