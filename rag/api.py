@@ -25,6 +25,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI, File, Request, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from .errors import IndexMissing, LLMError, RagError, StoreError, UsageError
@@ -144,9 +145,13 @@ def build_api(engine: Engine, *, api_key: str | None, configured: LLMChoice,
                                {"Retry-After": "2"})  # fmt: skip
             admitted[0] += 1
 
-        def release() -> None:
+        done = [False]
+
+        def release() -> None:  # once, however the request ends
             with admit_lock:
-                admitted[0] -= 1
+                if not done[0]:
+                    done[0] = True
+                    admitted[0] -= 1
 
         return release
 
@@ -224,7 +229,9 @@ def build_api(engine: Engine, *, api_key: str | None, configured: LLMChoice,
                         **_extras(a)})  # fmt: skip
             yield "data: [DONE]\n\n"
 
-        return StreamingResponse(events(), media_type="text/event-stream")
+        # released by the stream's end, or after the response if the client left before it
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 background=BackgroundTask(release))  # fmt: skip
 
     @v1.post("/search")
     def search(req: SearchRequest) -> dict[str, Any]:

@@ -212,3 +212,31 @@ def test_an_upload_over_the_size_limit_is_413(tmp_path: Path) -> None:
         assert not (tmp_path / "docs").exists() or not list((tmp_path / "docs").iterdir())
     finally:
         engine.close()
+
+
+def test_every_admitted_request_is_released(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Plain, streamed and failing requests each give their place back: with room for one,
+    one after another all get in."""
+    from fastapi.testclient import TestClient
+
+    from rag import api as api_module
+    from rag.ui.engine import Engine, LLMChoice
+
+    from .conftest import settings_for
+
+    monkeypatch.setattr(api_module, "MAX_QUEUE", 1)
+    engine = Engine(settings_for(tmp_path / "idx"), tmp_path / "docs")  # no index: errors
+    try:
+        client = TestClient(
+            api_module.build_api(engine, api_key=None, configured=LLMChoice(), local={})
+        )
+        body = {"model": "rag", "messages": [{"role": "user", "content": "Who?"}]}
+        for _ in range(3):
+            r = client.post("/v1/chat/completions", json=body)
+            assert r.status_code == 409 and "rag --index" in r.json()["error"]["message"]
+            r = client.post("/v1/chat/completions", json={**body, "stream": True})
+            assert r.status_code == 200 and '"error"' in r.text and "[DONE]" in r.text
+    finally:
+        engine.close()
