@@ -44,6 +44,15 @@ def run_rag(*args: str, index: Path | None = None, env: dict[str, str] | None = 
     return CliResult(p.returncode, p.stdout, p.stderr)
 
 
+def stop(proc: subprocess.Popen, timeout: float = 20) -> None:
+    """Stop a server a test started: SIGTERM, then SIGKILL if it does not go in time."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def settings_for(index: Path, **groups: dict) -> Settings:
     s = Settings().with_(store={"index_dir": index})
     return s.with_(**groups) if groups else s

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT, SEEDS, pick_free_port, run_rag
+from .conftest import ROOT, SEEDS, pick_free_port, run_rag, stop
 
 KEY = "test-key-4f1c"
 
@@ -42,11 +42,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
             time.sleep(0.2)
         yield f"http://127.0.0.1:{port}/v1", tmp
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc, 20)
 
 
 def _client(base: str, key: str = KEY) -> object:

@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from .conftest import ROOT, SEEDS, pick_free_port, run_rag
+from .conftest import ROOT, SEEDS, pick_free_port, run_rag, stop
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -92,11 +92,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             time.sleep(0.1)
         yield Server(url, tmp / "documents", tmp, elapsed, log)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc, 15)
 
 
 @pytest.fixture(scope="module")
