@@ -107,7 +107,7 @@ def build_api(engine: Engine, *, api_key: str | None, configured: LLMChoice,
         redoc_url=None,
         openapi_url="/v1/openapi.json",
     )
-    admitted = [0]
+    app.state.in_flight = 0  # requests admitted and not yet finished
     admit_lock = threading.Lock()
     models = _models(configured, local)
 
@@ -139,11 +139,11 @@ def build_api(engine: Engine, *, api_key: str | None, configured: LLMChoice,
 
     def slot() -> Callable[[], None]:
         with admit_lock:
-            if admitted[0] >= MAX_QUEUE:
+            if app.state.in_flight >= MAX_QUEUE:
                 raise ApiError(503, f"busy: {MAX_QUEUE} requests are being answered or "
                                "waiting; retry in a few seconds", "server_busy",
                                {"Retry-After": "2"})  # fmt: skip
-            admitted[0] += 1
+            app.state.in_flight += 1
 
         done = [False]
 
@@ -151,7 +151,7 @@ def build_api(engine: Engine, *, api_key: str | None, configured: LLMChoice,
             with admit_lock:
                 if not done[0]:
                     done[0] = True
-                    admitted[0] -= 1
+                    app.state.in_flight -= 1
 
         return release
 

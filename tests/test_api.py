@@ -225,14 +225,15 @@ def test_every_admitted_request_is_released(
     monkeypatch.setattr(api_module, "MAX_QUEUE", 1)
     engine = Engine(settings_for(tmp_path / "idx"), tmp_path / "docs")  # no index: errors
     try:
-        client = TestClient(
-            api_module.build_api(engine, api_key=None, configured=LLMChoice(), local={})
-        )
+        app = api_module.build_api(engine, api_key=None, configured=LLMChoice(), local={})
+        client = TestClient(app)
         body = {"model": "rag", "messages": [{"role": "user", "content": "Who?"}]}
         for _ in range(3):
             r = client.post("/v1/chat/completions", json=body)
             assert r.status_code == 409 and "rag --index" in r.json()["error"]["message"]
+            assert app.state.in_flight == 0
             r = client.post("/v1/chat/completions", json={**body, "stream": True})
             assert r.status_code == 200 and '"error"' in r.text and "[DONE]" in r.text
+            assert app.state.in_flight == 0  # released once: by the stream, not again after
     finally:
         engine.close()
