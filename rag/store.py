@@ -163,6 +163,19 @@ def _reopen_chroma(path: str) -> None:
         _chroma_epoch[path] = _chroma_epoch.get(path, 0) + 1
 
 
+def _discard_chroma(path: str) -> None:
+    """Drop this process's copy of an embedded Chroma after one of its calls failed, without
+    stopping it: chromadb 1.5's compactor wedges after a failed backfill (a full disk), and
+    the next call on that copy never returns. A new copy fails fast, or works once space is
+    freed."""
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    with _CHROMA_LOCK:
+        SharedSystemClient._identifier_to_system.pop(path, None)
+        SharedSystemClient._identifier_to_refcount.pop(path, None)
+        _chroma_epoch[path] = _chroma_epoch.get(path, 0) + 1
+
+
 def _file_id(path: Path) -> tuple[int, int] | None:
     try:
         st = path.stat()
@@ -387,6 +400,7 @@ class Index:
                 path=str(self.dir / "chroma"), settings=chroma_settings
             )
         except Exception as e:
+            self._chroma_failed()
             where = url or str(self.dir / "chroma")
             raise StoreError(
                 f"cannot open Chroma at {where} ({type(e).__name__}: {e}); "
@@ -411,6 +425,7 @@ class Index:
             except StoreError:
                 raise
             except Exception as e:
+                self._chroma_failed()
                 raise StoreError(
                     f"cannot open the Chroma collection ({type(e).__name__}: {e}); "
                     "check --chroma-url, or rebuild the index with `rag ingest --rebuild PATH`"
@@ -429,6 +444,10 @@ class Index:
                     _reopen_chroma(path)
                 _chroma_seen[path] = gen
         return self.collection
+
+    def _chroma_failed(self) -> None:
+        if not self.settings.chroma_url:
+            _discard_chroma(self._chroma_path())
 
     def _written(self) -> None:
         """After this process committed: its copy of the vectors matches the catalog."""
@@ -552,6 +571,7 @@ class Index:
             with _CHROMA_LOCK:
                 return list(self.fresh().get(include=[])["ids"])
         except Exception as e:
+            self._chroma_failed()
             raise self._write_failed(e, "listing Chroma ids") from e
 
     def vector_count(self) -> int:
@@ -603,6 +623,7 @@ class Index:
             with _CHROMA_LOCK:
                 res = self.fresh().get(ids=list(ids), include=["embeddings"])
         except Exception as e:
+            self._chroma_failed()
             log.warning("could not look up existing vectors (%s); embedding again", e)
             return {}
         return {
@@ -633,6 +654,7 @@ class Index:
                                  str(m.get("title", "")), str(m.get("heading", ""))))  # fmt: skip
                 offset += len(res["ids"])
         except Exception as e:
+            self._chroma_failed()
             raise self._write_failed(e, "reading the vectors back from Chroma") from e
         files: dict[str, list[tuple[Any, ...]]] = {}
         for r in rows:
@@ -674,6 +696,7 @@ class Index:
         except StoreError:
             raise
         except Exception as e:
+            self._chroma_failed()
             raise self._write_failed(e, "writing to Chroma") from e
 
     def _delete_vectors(self, ids: Sequence[str]) -> None:
@@ -682,6 +705,7 @@ class Index:
                 with _CHROMA_LOCK:
                     self.fresh().delete(ids=list(ids[i : i + 1000]))
         except Exception as e:
+            self._chroma_failed()
             raise self._write_failed(e, "deleting from Chroma") from e
 
     def _chunk_ids(self, sources: Sequence[str]) -> list[str]:
@@ -751,6 +775,7 @@ class Index:
                     where=where,
                 )
         except Exception as e:
+            self._chroma_failed()
             raise StoreError(f"Chroma query failed ({type(e).__name__}: {e})") from e
         ids, dists = res["ids"][0], res["distances"][0]
         known = self.chunks(ids)
@@ -762,6 +787,7 @@ class Index:
             with _CHROMA_LOCK:
                 res = self.fresh().get(ids=list(ids), include=["embeddings"])
         except Exception as e:
+            self._chroma_failed()
             raise StoreError(f"Chroma get failed ({type(e).__name__}: {e})") from e
         return {
             i: np.asarray(v, dtype=np.float32)
