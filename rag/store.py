@@ -151,28 +151,19 @@ _chroma_seen: dict[str, int] = {}  # folder → catalog generation its open copy
 _chroma_epoch: dict[str, int] = {}  # folder → times reopened (Index objects refetch)
 
 
-def _reopen_chroma(path: str) -> None:
+def _reopen_chroma(path: str, stop: bool = True) -> None:
+    """Drop this process's copy of an embedded Chroma; the next call opens a new one.
+    `stop=False` after a failed call: chromadb 1.5's compactor wedges after a failed backfill
+    (a full disk) and the next call on that copy, `stop()` included, never returns. A new
+    copy fails fast, or works once space is freed."""
     from chromadb.api.shared_system_client import SharedSystemClient
 
     with _CHROMA_LOCK:
         system = SharedSystemClient._identifier_to_system.pop(path, None)
         SharedSystemClient._identifier_to_refcount.pop(path, None)
-        if system is not None:
+        if system is not None and stop:
             with contextlib.suppress(Exception):
                 system.stop()
-        _chroma_epoch[path] = _chroma_epoch.get(path, 0) + 1
-
-
-def _discard_chroma(path: str) -> None:
-    """Drop this process's copy of an embedded Chroma after one of its calls failed, without
-    stopping it: chromadb 1.5's compactor wedges after a failed backfill (a full disk), and
-    the next call on that copy never returns. A new copy fails fast, or works once space is
-    freed."""
-    from chromadb.api.shared_system_client import SharedSystemClient
-
-    with _CHROMA_LOCK:
-        SharedSystemClient._identifier_to_system.pop(path, None)
-        SharedSystemClient._identifier_to_refcount.pop(path, None)
         _chroma_epoch[path] = _chroma_epoch.get(path, 0) + 1
 
 
@@ -447,7 +438,7 @@ class Index:
 
     def _chroma_failed(self) -> None:
         if not self.settings.chroma_url:
-            _discard_chroma(self._chroma_path())
+            _reopen_chroma(self._chroma_path(), stop=False)
 
     def _written(self) -> None:
         """After this process committed: its copy of the vectors matches the catalog."""
