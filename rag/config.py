@@ -41,6 +41,9 @@ class StoreSettings:
     index_dir: Path = Path("index")
     chroma_url: str | None = None  # http://host:port of a `chroma run` server
     collection: str = "rag"
+    # seconds one Chroma call may take before it is given up (0: wait forever): chromadb's
+    # native code has blocked forever after a failed compaction on a full disk
+    chroma_timeout: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,8 @@ class Settings:
             s = s.with_(store={"index_dir": Path(v)})
         if v := get("RAG_CHROMA_URL"):
             s = s.with_(store={"chroma_url": v})
+        if v := get("RAG_CHROMA_TIMEOUT"):
+            s = s.with_(store={"chroma_timeout": _number("RAG_CHROMA_TIMEOUT", v)})
         if v := get("RAG_MAX_FILE_MB"):
             s = s.with_(load={"max_file_mb": float(v)})
         if v := get("RAG_CHUNK_SIZE"):

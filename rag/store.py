@@ -19,10 +19,10 @@ import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import numpy as np
@@ -167,6 +167,66 @@ def _reopen_chroma(path: str, stop: bool = True) -> None:
         _chroma_epoch[path] = _chroma_epoch.get(path, 0) + 1
 
 
+T = TypeVar("T")
+_MAX_STUCK = 4  # Chroma calls left blocked in their threads before this process stops trying
+_stuck: set[threading.Thread] = set()
+
+
+def _bounded(call: Callable[[], T], timeout: float, what: str) -> T:
+    """`call()`, given up after `timeout` seconds (0: no limit). It runs in a daemon thread:
+    native code that never returns keeps only that thread (the GIL is released while it
+    waits), and the process still exits. The caller drops its copy of Chroma on any error."""
+    if timeout <= 0:
+        return call()
+    with _CHROMA_LOCK:
+        _stuck.difference_update([t for t in _stuck if not t.is_alive()])
+        if len(_stuck) >= _MAX_STUCK:
+            raise StoreError(
+                f"{len(_stuck)} Chroma calls never returned in this process: restart it (the "
+                "keyword index still answers; a disk that is full is the usual cause)"
+            )
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            box["value"] = call()
+        except BaseException as e:  # handed to the caller's thread
+            box["error"] = e
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=run, name=f"chroma {what}", daemon=True)
+    worker.start()
+    if not done.wait(timeout):
+        with _CHROMA_LOCK:
+            _stuck.add(worker)
+        raise StoreError(
+            f"Chroma did not answer within {timeout:g} s ({what}); is the disk full? "
+            "(RAG_CHROMA_TIMEOUT sets the limit)"
+        )
+    if "error" in box:
+        raise box["error"]
+    return box["value"]  # type: ignore[no-any-return]
+
+
+class _BoundedCollection:
+    """A Chroma collection whose every method call is `_bounded`."""
+
+    def __init__(self, collection: Any, timeout: float) -> None:
+        self._collection, self._timeout = collection, timeout
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._collection, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return _bounded(lambda: attr(*args, **kwargs), self._timeout, name)
+
+        return call
+
+
 def _file_id(path: Path) -> tuple[int, int] | None:
     try:
         st = path.stat()
@@ -295,7 +355,7 @@ class Index:
         chroma_url = manifest.get("chroma_url")
         if chroma_url and not settings.chroma_url:
             # an index made against a server keeps using it
-            index.settings = StoreSettings(settings.index_dir, chroma_url, settings.collection)
+            index.settings = replace(settings, chroma_url=chroma_url)
         return index
 
     @classmethod
@@ -378,7 +438,8 @@ class Index:
 
         chroma_settings = ChromaSettings(anonymized_telemetry=False)
         url = self.settings.chroma_url
-        try:
+
+        def connect() -> Any:
             if url:
                 u = urlparse(url if "://" in url else f"http://{url}")
                 return chromadb.HttpClient(
@@ -387,12 +448,13 @@ class Index:
                     ssl=u.scheme == "https",
                     settings=chroma_settings,
                 )
-            return chromadb.PersistentClient(
-                path=str(self.dir / "chroma"), settings=chroma_settings
-            )
+            return chromadb.PersistentClient(path=self._chroma_path(), settings=chroma_settings)
+
+        try:
+            return _bounded(connect, self.settings.chroma_timeout, "open")
         except Exception as e:
             self._chroma_failed()
-            where = url or str(self.dir / "chroma")
+            where = url or self._chroma_path()
             raise StoreError(
                 f"cannot open Chroma at {where} ({type(e).__name__}: {e}); "
                 + ("is `chroma run` up at that address?" if url else "is the folder writable?")
@@ -408,11 +470,17 @@ class Index:
             self._collection, self._collection_epoch = None, epoch
         if self._collection is None:
             try:
-                self._collection = self._client().get_or_create_collection(
-                    self.manifest.get("collection", self.settings.collection),
-                    embedding_function=_no_embedding_function(),
-                    configuration={"hnsw": {"space": "cosine"}},
+                client = self._client()
+                found = _bounded(
+                    lambda: client.get_or_create_collection(
+                        self.manifest.get("collection", self.settings.collection),
+                        embedding_function=_no_embedding_function(),
+                        configuration={"hnsw": {"space": "cosine"}},
+                    ),
+                    self.settings.chroma_timeout,
+                    "open collection",
                 )
+                self._collection = _BoundedCollection(found, self.settings.chroma_timeout)
             except StoreError:
                 raise
             except Exception as e:
@@ -570,6 +638,7 @@ class Index:
             with _CHROMA_LOCK:
                 return int(self.fresh().count())
         except Exception as e:
+            self._chroma_failed()
             raise StoreError(
                 f"cannot read the vectors in {self._chroma_path()} ({type(e).__name__}: {e}); "
                 f"repair the index with `rag --index {self.dir} doctor --repair`"

@@ -9,6 +9,8 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -217,6 +219,61 @@ def test_a_full_disk_is_named_and_the_index_keeps_answering(tmp_path: Path) -> N
         assert code == 0 and health["ok"], health
     finally:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_a_chroma_call_that_never_returns_is_given_up_and_its_copy_dropped(
+    seeded: tuple[Path, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """chromadb 1.5 has blocked forever in native code after a failed compaction on a full
+    disk (the cause of a CI timeout). A call past `chroma_timeout` is given up: the answer
+    comes by keyword, and the next question opens a new copy of Chroma, which answers."""
+    index, _ = seeded
+    rag = Rag(settings_for(index, store={"chroma_timeout": 2.0}))
+    never = threading.Event()
+    try:
+        assert rag.search(QUESTION, k=3)[0].dense is not None
+        wedged = rag.index.fresh()._collection  # the real chromadb Collection
+        wedged.query = wedged.get = lambda *a, **kw: never.wait()  # as the wedged copy did
+        started = time.monotonic()
+        hits = rag.search(QUESTION, k=3)
+        assert time.monotonic() - started < 8
+        assert any("550 billion" in h.chunk.text for h in hits)
+        assert "answering by keyword only" in caplog.text
+        assert "did not answer within 2 s" in caplog.text
+        # that copy was dropped: the next question reads vectors from a new one
+        assert rag.index.fresh()._collection is not wedged
+        assert rag.search(QUESTION, k=3)[0].dense is not None
+    finally:
+        never.set()
+        rag.close()
+
+
+def test_calls_stuck_in_chroma_are_capped(seeded: tuple[Path, Path]) -> None:
+    """Each given-up call leaves its thread blocked; past a few, the process stops trying
+    (one line that says to restart it) instead of leaking a thread per question."""
+    from rag.errors import StoreError
+    from rag.store import _MAX_STUCK, _bounded
+
+    never = threading.Event()
+    try:
+        for _ in range(_MAX_STUCK):
+            with pytest.raises(StoreError, match="did not answer within"):
+                _bounded(never.wait, 0.05, "get")
+        started = time.monotonic()
+        with pytest.raises(StoreError, match="never returned in this process: restart it"):
+            _bounded(lambda: 1, 5, "get")
+        assert time.monotonic() - started < 1
+    finally:
+        never.set()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # the blocked threads end, and calls work again
+        try:
+            assert _bounded(lambda: 1, 5, "get") == 1
+            break
+        except StoreError:
+            time.sleep(0.05)
+    else:
+        pytest.fail("calls did not work again after the stuck ones returned")
 
 
 def test_a_reader_follows_a_rebuild_and_a_repair_in_another_process(
