@@ -79,7 +79,8 @@ class Rag:
                 for problem in self._health.problems(index.dir):
                     log.warning("%s", problem)
             except StoreError as e:  # unreadable vectors: the keyword index still answers
-                log.warning("%s", e)
+                if not index.read_only:  # a full disk: the store has said so already
+                    log.warning("%s", e)
             self._index = index
         return self._index
 

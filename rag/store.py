@@ -132,7 +132,12 @@ def write_lock(index_dir: Path | str, what: str) -> Iterator[None]:
                 "it), then run this again"
             ) from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} ({what}, since {time.strftime('%H:%M:%S')})".encode(), 0)
+        holder = f"pid {os.getpid()} ({what}, since {time.strftime('%H:%M:%S')})"
+        try:
+            os.pwrite(fd, holder.encode(), 0)
+        except OSError as e:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            raise (_disk_full_error(directory, e) or e) from e
         try:
             yield
         finally:
@@ -242,6 +247,25 @@ def _disk_full(e: BaseException) -> bool:
     )
 
 
+def _free_bytes(directory: Path) -> int:
+    try:
+        return shutil.disk_usage(directory).free
+    except OSError:
+        return 1 << 62
+
+
+def _disk_full_error(directory: Path, e: BaseException, below: int = 1 << 20) -> StoreError | None:
+    """The error to show when `e` came from a full disk (or one with under `below` bytes free;
+    Chroma and SQLite do not always say "full"), else None."""
+    free = _free_bytes(directory)
+    if not (_disk_full(e) or free < below):
+        return None
+    return StoreError(
+        f"the disk holding {directory}/ is full ({free / 1e6:.1f} MB free): free some space, "
+        "then run the same command again (the index still answers from what it had before)"
+    )
+
+
 def versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -289,15 +313,14 @@ class Index:
         # a catalog that is not there when the manifest is: deleted (vectors may remain)
         self.catalog_was_missing = not (self.dir / CATALOG).exists()
         # one connection shared by the threads of a server (the UI); `Rag` serialises writes
+        # True while the disk is full: the catalog is read as it is on disk, writes fail
+        self.read_only = False
         try:
-            self._db = sqlite3.connect(
-                self.dir / CATALOG, isolation_level=None, check_same_thread=False
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
+            self._db = self._open_catalog()
         except sqlite3.DatabaseError as e:
-            raise self.damaged(e) from e
+            if not (_disk_full(e) or _free_bytes(self.dir) < 1 << 20):
+                raise self.damaged(e) from e
+            self._db = self._open_read_only(e)
         self._catalog_id = _file_id(self.dir / CATALOG)
         self._collection: Any = None
         self._collection_epoch = -1
@@ -407,6 +430,42 @@ class Index:
         log.warning("the unreadable vectors were moved aside to %s", aside.name)
         return aside
 
+    def _open_catalog(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.dir / CATALOG, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(_SCHEMA)
+        return db
+
+    def _writable(self) -> None:
+        """Back to the normal catalog once the full disk that made it read-only has room."""
+        if self.read_only and _free_bytes(self.dir) >= 1 << 20:
+            with contextlib.suppress(sqlite3.DatabaseError):
+                self._db, self.read_only = self._open_catalog(), False
+                log.warning("the disk holding %s/ has room again: the index is writable", self.dir)
+
+    def _open_read_only(self, e: BaseException) -> sqlite3.Connection:
+        """The catalog on a disk too full for SQLite's WAL files: read as it is on disk."""
+        free = _free_bytes(self.dir)
+        full = StoreError(
+            f"the disk holding {self.dir}/ is full ({free / 1e6:.1f} MB free) and the catalog "
+            f"cannot be opened ({e}): free some space, then run the same command again"
+        )
+        try:
+            uri = (self.dir / CATALOG).resolve().as_uri() + "?immutable=1"
+            db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.DatabaseError:
+            raise full from e
+        self.read_only = True
+        log.warning(
+            "the disk holding %s/ is full (%.1f MB free): the index answers read-only until "
+            "space is freed",
+            self.dir,
+            free / 1e6,
+        )
+        return db
+
     def damaged(self, e: BaseException) -> IndexDamaged:
         """The error for an unreadable catalog, naming the repair."""
         return IndexDamaged(
@@ -454,6 +513,8 @@ class Index:
             return _bounded(connect, self.settings.chroma_timeout, "open")
         except Exception as e:
             self._chroma_failed()
+            if not url and (full := _disk_full_error(self.dir, e)):
+                raise full from e
             where = url or self._chroma_path()
             raise StoreError(
                 f"cannot open Chroma at {where} ({type(e).__name__}: {e}); "
@@ -485,6 +546,8 @@ class Index:
                 raise
             except Exception as e:
                 self._chroma_failed()
+                if not self.settings.chroma_url and (full := _disk_full_error(self.dir, e)):
+                    raise full from e
                 raise StoreError(
                     f"cannot open the Chroma collection ({type(e).__name__}: {e}); "
                     "check --chroma-url, or rebuild the index with `rag ingest --rebuild PATH`"
@@ -516,14 +579,9 @@ class Index:
     def _write_failed(self, e: BaseException, what: str) -> StoreError:
         # Chroma reports a full disk as a failed compaction: a write that fails with under
         # 32 MB free is taken for one
-        if _disk_full(e) or shutil.disk_usage(self.dir).free < 32 << 20:
-            free = shutil.disk_usage(self.dir).free
-            return StoreError(
-                f"the disk holding {self.dir}/ is full ({free / 1e6:.1f} MB free): free some "
-                "space, then run the same command again (the index still answers from what it "
-                "had before)"
-            )
-        return StoreError(f"{what} failed ({type(e).__name__}: {e})")
+        return _disk_full_error(self.dir, e, below=32 << 20) or StoreError(
+            f"{what} failed ({type(e).__name__}: {e})"
+        )
 
     def _drop_collection(self) -> None:
         name = self.manifest.get("collection", self.settings.collection)
@@ -639,6 +697,8 @@ class Index:
                 return int(self.fresh().count())
         except Exception as e:
             self._chroma_failed()
+            if not self.settings.chroma_url and (full := _disk_full_error(self.dir, e)):
+                raise full from e
             raise StoreError(
                 f"cannot read the vectors in {self._chroma_path()} ({type(e).__name__}: {e}); "
                 f"repair the index with `rag --index {self.dir} doctor --repair`"
@@ -775,6 +835,7 @@ class Index:
         return out
 
     def _tx(self) -> _Transaction:
+        self._writable()
         return _Transaction(self)
 
     @staticmethod
@@ -785,6 +846,7 @@ class Index:
         )
 
     def generation(self) -> int:
+        self._writable()
         row = self._db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
         return int(row[0]) if row else 0
 

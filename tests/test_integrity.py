@@ -221,6 +221,64 @@ def test_a_full_disk_is_named_and_the_index_keeps_answering(tmp_path: Path) -> N
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 
 
+def _fill(disk: Path) -> Path:
+    """Fill `disk` to the last byte; the file to delete to free it."""
+    fill = disk / "fill"
+    fd = os.open(fill, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        while os.write(fd, b"\0" * 4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    assert shutil.disk_usage(disk).free < 64 << 10
+    return fill
+
+
+@pytest.mark.slow
+def test_a_disk_full_to_the_last_byte_still_answers_and_says_so(tmp_path: Path) -> None:
+    """With no byte left SQLite cannot make the catalog's WAL files: the catalog used to be
+    called "damaged, run doctor --repair" (wrong advice). Now it is read as it is on disk,
+    answers come by keyword, every write says the disk is full, and a process that opened it
+    read-only sees others' writes, and writes, once space is freed."""
+    disk = tmp_path / "full-disk"
+    if os.geteuid() != 0 or not _mount_tmpfs(disk, "8m"):
+        pytest.skip("needs root to mount a small tmpfs (a real full disk)")
+    try:
+        index = disk / "idx"
+        r = run_rag("ingest", str(SEEDS), index=index)
+        assert r.code == 0, r.err
+        fill = _fill(disk)
+        r = run_rag("ask", QUESTION, index=index)
+        assert r.code == 0 and "550 billion" in r.out, r.err
+        assert "is full" in r.err and "damaged" not in r.err and "--repair" not in r.err, r.err
+        for args in (("ingest", str(SEEDS)), ("doctor",)):
+            r = run_rag(*args, index=index)
+            last = r.err.strip().splitlines()[-1]
+            assert r.code == 1 and last.startswith("error: the disk holding"), r.err
+            assert "is full" in last and "--repair" not in r.err and r.err.count("error:") == 1
+        # a long-running process (the UI) opened while full, then space is freed
+        rag = Rag(settings_for(index))
+        assert rag.index.read_only
+        assert "550 billion" in rag.ask(QUESTION).answer
+        fill.unlink()
+        new = tmp_path / "new.txt"
+        new.write_text("The Kestrel Observatory reported 212 aurora nights in 2024.\n")
+        r = run_rag("ingest", str(new), index=index)  # another process writes
+        assert r.code == 0, r.err
+        assert "212" in rag.ask("How many aurora nights did the Kestrel Observatory report?").answer
+        assert not rag.index.read_only
+        rag.ingest([str(new), str(SEEDS)])  # and this one
+        assert "212" in rag.ask("How many aurora nights did the Kestrel Observatory report?").answer
+        assert rag.index.stats()["documents"] == 3
+        rag.close()
+        code, health = _doctor(index)
+        assert code == 0 and health["ok"], health
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
 def test_a_chroma_call_that_never_returns_is_given_up_and_its_copy_dropped(
     seeded: tuple[Path, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
