@@ -41,7 +41,7 @@ ask: install
 ## test: install what the tests need (chromium, llama-server, the 0.5B model), run the whole
 ## suite and the eval gate
 test: install browser llama-server model-small
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 	$(MAKE) --no-print-directory eval
 
 ## eval: the seeds questions with the default (extractive) answerer; fails below the bars.

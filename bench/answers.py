@@ -106,7 +106,7 @@ def answered_in_tree(
 
 def tree_documents(tree: Path) -> Iterable[Document]:
     """Every file of `tree` that `rag ingest` would index, loaded as it loads them."""
-    files, _ = discover([tree])
+    files = discover([tree]).files
     for path in files:
         doc = load_file(path)
         if isinstance(doc, Document):

@@ -11,7 +11,7 @@ import hashlib
 import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .config import LoadSettings
 from .errors import UsageError
@@ -38,10 +38,18 @@ class SkipFile(Exception):
     """Raised inside a loader: the file is skipped with this reason."""
 
 
-def discover(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
-    """Files to load under `paths` (sorted, hidden entries skipped) and the unsupported ones."""
+class Discovered(NamedTuple):
+    files: list[Path]  # to load, sorted, each file once
+    unsupported: list[str]  # files of other types
+    outside: list[Skipped]  # links inside a folder to files outside it: not followed
+
+
+def discover(paths: Iterable[Path]) -> Discovered:
+    """Files to load under `paths` (sorted, hidden entries skipped), the unsupported ones, and
+    links to files outside the folder given (a file given by name is always loaded)."""
     files: list[Path] = []
     unsupported: list[str] = []
+    outside: list[Skipped] = []
     for given in paths:
         path = Path(given).expanduser()
         if not path.exists():
@@ -49,12 +57,19 @@ def discover(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
         if path.is_file():
             candidates: Iterable[Path] = [path]
         else:
-            candidates = sorted(
-                p
-                for p in path.rglob("*")
-                if p.is_file()
-                and not any(part.startswith(".") for part in p.relative_to(path).parts)
-            )
+            root = path.resolve()
+            candidates = []
+            for p in sorted(path.rglob("*")):
+                if not p.is_file() or any(s.startswith(".") for s in p.relative_to(path).parts):
+                    continue
+                if p.is_symlink() and not p.resolve().is_relative_to(root):
+                    # its key would be the target's path, which no ingest of this folder
+                    # would ever forget again
+                    outside.append(Skipped(str(p.absolute()), (
+                        f"a link to {p.resolve()}, outside {root}/: not followed (ingest "
+                        "that file by name to index it)")))  # fmt: skip
+                    continue
+                candidates.append(p)
         for p in candidates:
             (files if p.suffix.lower() in SUPPORTED else unsupported).append(p)
     # the same file given twice (e.g. a folder and a file in it) is loaded once
@@ -65,7 +80,7 @@ def discover(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
         if key not in seen:
             seen.add(key)
             unique.append(p)
-    return unique, [source_name(p) for p in unsupported]
+    return Discovered(unique, [source_name(p) for p in unsupported], outside)
 
 
 def source_name(path: Path) -> str:

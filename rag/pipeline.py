@@ -183,8 +183,8 @@ class Rag:
             return IngestReport(removed=vanished, chunks_total=stats["chunks"],
                                 documents_total=stats["documents"],
                                 seconds=time.perf_counter() - started)  # fmt: skip
-        files, unsupported = discover(roots)
-        report = IngestReport(unsupported=unsupported)
+        files, unsupported, outside = discover(roots)
+        report = IngestReport(unsupported=unsupported, skipped=list(outside))
         from .store import write_lock
 
         what = "rag ingest " + " ".join(str(r) for r in roots)

@@ -311,3 +311,29 @@ def test_serve_on_a_port_in_use_is_one_line_at_once(tmp_path: Path, corpus: Path
     assert r.code == 1 and r.err.startswith(f"error: cannot serve on 127.0.0.1:{port}")
     assert "--port" in r.err and r.err.count("\n") == 1, r.err  # no warnings after it
     assert time.perf_counter() - started < 60
+
+
+def test_a_link_to_a_file_outside_the_folder_is_not_followed(tmp_path: Path) -> None:
+    """A link's key used to be its target's path, outside the folder: no ingest of the folder
+    ever forgot it, so deleting the link left the outside file searchable for good."""
+    docs, elsewhere = tmp_path / "docs", tmp_path / "elsewhere"
+    docs.mkdir()
+    elsewhere.mkdir()
+    (docs / "inside.txt").write_text("The Kestrel Observatory recorded 212 aurora nights.\n")
+    (elsewhere / "secret.txt").write_text("The vault combination is 4417, kept by Mara Quist.\n")
+    (docs / "link.txt").symlink_to(elsewhere / "secret.txt")
+    (docs / "again.txt").symlink_to(docs / "inside.txt")  # inside: the same file, once
+    index = tmp_path / "idx"
+    r = run_rag("ingest", str(docs), "--json", index=index)
+    assert r.code == 0, r.err
+    report = json.loads(r.out)
+    assert report["documents_total"] == 1 and len(report["added"]) == 1
+    (skipped,) = report["skipped"]
+    assert skipped["source"].endswith("link.txt") and "outside" in skipped["reason"]
+    r = run_rag("ingest", str(docs), index=index)
+    assert "link.txt: a link to" in r.out and "ingest that file by name" in r.out
+    r = run_rag("search", "vault combination Mara Quist", "--json", index=index)
+    assert all("secret" not in h["source"] for h in json.loads(r.out)["hits"])
+    # by name it is indexed
+    r = run_rag("ingest", str(docs / "link.txt"), "--json", index=index)
+    assert r.code == 0 and json.loads(r.out)["documents_total"] == 2, r.out

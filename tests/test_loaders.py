@@ -215,8 +215,8 @@ def test_discover_lists_unsupported_and_skips_hidden(tmp_path: Path) -> None:
     (tmp_path / "app.js").write_text("x")
     (tmp_path / ".git").mkdir()
     (tmp_path / ".git" / "c.txt").write_text("c")
-    files, unsupported = discover([tmp_path])
-    assert [f.name for f in files] == ["a.txt"]
+    files, unsupported, outside = discover([tmp_path])
+    assert [f.name for f in files] == ["a.txt"] and not outside
     assert sorted(Path(u).name for u in unsupported) == ["app.js", "b.png"]
 
 
