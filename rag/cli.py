@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import json
 import logging
 import signal
@@ -1008,6 +1009,8 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in args
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
+        if hasattr(signal, "SIGUSR1"):  # `kill -USR1 PID`: every thread's stack on stderr
+            faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         cli.main(args=args, prog_name="rag", standalone_mode=False)
         return 0

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +53,23 @@ def stop(proc: subprocess.Popen, timeout: float = 20) -> None:
         proc.wait(timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+def exit_code(proc: subprocess.Popen, timeout: float) -> tuple[int, str]:
+    """(exit code, stderr) of a `rag` process told to stop. One still running after `timeout`
+    fails the test with the stack of every thread (rag dumps them on SIGUSR1), then is killed."""
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(3)
+        proc.kill()
+        _, err = proc.communicate(timeout=30)
+        raise AssertionError(
+            f"still running {timeout:g} s after the signal; stderr:\n{err}"
+        ) from None
+    _, err = proc.communicate(timeout=30)
+    return proc.returncode, err
 
 
 def settings_for(index: Path, **groups: dict) -> Settings:

@@ -26,7 +26,7 @@ from rag.answer.llm import LLM, build_messages
 from rag.pipeline import Rag
 from rag.types import Answer
 
-from .conftest import llm_requirements, run_rag, settings_for
+from .conftest import exit_code, llm_requirements, run_rag, settings_for
 from .fake_llm import FakeLLM, Reply, Script
 
 JAPAN = "How much money did Japan pledge to the United States?"
@@ -558,8 +558,8 @@ def test_serve_llm_prints_its_url_and_stops_on_ctrl_c(llama: str, free_port: int
         with urllib.request.urlopen(f"{url}/models", timeout=10) as resp:
             assert json.load(resp)["data"]
         p.send_signal(signal.SIGINT)
-        assert p.wait(timeout=30) == 0
-        assert "stopped" in (p.stderr.read() if p.stderr else "")
+        code, err = exit_code(p, 30)
+        assert code == 0 and "stopped" in err, err
     finally:
         if p.poll() is None:
             p.kill()
