@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -76,10 +77,11 @@ class Health:
     orphans: int  # vectors the catalog does not know (an interrupted write; swept by ingest)
     catalog_lost: bool  # the catalog is empty or new while Chroma still holds vectors
     full: bool
+    keyword_damaged: bool = False  # bm25/ no longer matches its checksums (`full` only)
 
     @property
     def ok(self) -> bool:
-        return not self.missing and not self.catalog_lost
+        return not self.missing and not self.catalog_lost and not self.keyword_damaged
 
     def problems(self, index_dir: Path | str) -> list[str]:
         """One line per problem, each naming the command that repairs it."""
@@ -96,6 +98,11 @@ class Health:
                 f"{self.missing} of {self.chunks} passages have no vector (the Chroma folder "
                 f"was deleted or damaged): search finds them by keyword only until {fix} "
                 "re-embeds them (or `rag ingest`, which repairs first)"
+            )
+        if self.keyword_damaged:
+            out.append(
+                "the keyword index (bm25/) does not match its checksums (damaged on disk): "
+                f"{fix} rebuilds it from the catalog (the next question would too)"
             )
         return out
 
@@ -264,6 +271,15 @@ def _disk_full_error(directory: Path, e: BaseException, below: int = 1 << 20) ->
         f"the disk holding {directory}/ is full ({free / 1e6:.1f} MB free): free some space, "
         "then run the same command again (the index still answers from what it had before)"
     )
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    """sha256 of each file a saved keyword index holds (its own rag_meta.json aside)."""
+    out = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.name != "rag_meta.json":
+            out[p.name] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
 
 
 def versions() -> dict[str, str]:
@@ -722,7 +738,21 @@ class Index:
             missing, orphans = max(chunks - vectors, 0), max(vectors - chunks, 0)
             if lost:
                 missing, orphans = 0, vectors
-        return Health(chunks, vectors, missing, orphans, lost, full)
+        return Health(chunks, vectors, missing, orphans, lost, full,
+                      keyword_damaged=full and self._keyword_damaged())  # fmt: skip
+
+    def _keyword_damaged(self) -> bool:
+        """The saved keyword index of this generation is there but not as it was written."""
+        meta = self.dir / "bm25" / "rag_meta.json"
+        try:
+            info = json.loads(meta.read_text())
+        except FileNotFoundError:
+            return False  # none saved yet: built on the next question
+        except (OSError, ValueError):
+            return True
+        if not isinstance(info, dict) or info.get("generation") != self.generation():
+            return False  # stale, not damaged: rebuilt on the next question
+        return "files" in info and _digests(self.dir / "bm25") != info["files"]
 
     def missing_vectors(self) -> list[Chunk]:
         """The catalog's passages that Chroma has no vector for."""
@@ -969,6 +999,9 @@ class Index:
                 if info.get("generation") == gen:
                     import bm25s
 
+                    if "files" in info and _digests(folder) != info["files"]:
+                        raise ValueError("its files do not match their checksums")
+
                     self._bm25 = bm25s.BM25.load(str(folder), mmap=False)
                     self._bm25_ids = info["ids"]
                     self._bm25_gen = gen
@@ -1008,7 +1041,7 @@ class Index:
                 shutil.rmtree(tmp, ignore_errors=True)
                 retriever.save(str(tmp))
                 (tmp / "rag_meta.json").write_text(
-                    json.dumps({"generation": gen, "ids": self._bm25_ids})
+                    json.dumps({"generation": gen, "ids": self._bm25_ids, "files": _digests(tmp)})
                 )
                 shutil.rmtree(folder, ignore_errors=True)
                 tmp.replace(folder)

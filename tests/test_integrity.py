@@ -111,6 +111,34 @@ def test_damaged_catalog_is_one_line_and_repaired(seeded: tuple[Path, Path]) -> 
     assert r.code == 0 and "550 billion" in r.out
 
 
+def _zero_after_header(path: Path) -> None:
+    """Same size, same .npy header, the numbers gone: a damage no load error reveals."""
+    data = path.read_bytes()
+    path.write_bytes(data[:128] + bytes(len(data) - 128))
+
+
+def test_a_keyword_index_damaged_on_disk_is_found_and_rebuilt(seeded: tuple[Path, Path]) -> None:
+    """bm25/ overwritten with same-size garbage loaded without an error and scored every
+    passage 0; `rag doctor` said OK. Its files now carry checksums."""
+    index, _ = seeded
+    search = ("search", "How much did Japan pledge", "--mode", "keyword", "--json")
+    before = json.loads(run_rag(*search, index=index).out)["hits"][0]["source"]
+    _zero_after_header(index / "bm25" / "data.csc.index.npy")
+    code, health = _doctor(index)
+    assert code == 1 and not health["ok"] and health["keyword_damaged"], health
+    r = run_rag("doctor", index=index)
+    assert "keyword index (bm25/) does not match its checksums" in r.out, r.out
+    assert "doctor --repair" in r.out
+    r = run_rag(*search, index=index)
+    assert r.code == 0 and "keyword index unreadable" in r.err and "checksums" in r.err
+    hits = json.loads(r.out)["hits"]
+    assert hits and hits[0]["source"] == before and hits[0]["keyword"] > 0, hits[0]
+    assert _doctor(index)[1]["ok"]  # the reader saved what it rebuilt
+    _zero_after_header(index / "bm25" / "data.csc.index.npy")
+    code, health = _doctor(index, "--repair")
+    assert code == 0 and health["ok"] and not health["keyword_damaged"], health
+
+
 def test_a_second_writer_is_refused_with_the_holder(seeded: tuple[Path, Path]) -> None:
     index, docs = seeded
     (docs / "new.txt").write_text("A new note about the lock test.\n")
