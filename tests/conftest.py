@@ -22,6 +22,13 @@ SEEDS = ROOT / "seeds"
 
 apply_offline_env()
 
+# A shell without job control starts background commands (`nohup make test &`, some CI
+# runners) with SIGINT ignored, and exec keeps it ignored in every `rag` a test starts: the
+# Ctrl-C tests then see a process that cannot be interrupted. Caught here, it is reset to
+# the default in children, as in a terminal.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 @dataclass
 class CliResult:
