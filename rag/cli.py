@@ -1010,7 +1010,9 @@ def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
         if hasattr(signal, "SIGUSR1"):  # `kill -USR1 PID`: every thread's stack on stderr
-            faulthandler.register(signal.SIGUSR1, all_threads=True)
+            # (not when stderr is no file, as when main() runs inside another program)
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                faulthandler.register(signal.SIGUSR1, file=sys.stderr.fileno(), all_threads=True)
     try:
         cli.main(args=args, prog_name="rag", standalone_mode=False)
         return 0

@@ -567,7 +567,8 @@ def test_conversations_reopen_and_feedback_is_stored(page: Page, server: Server)
     )
     assert "Japan pledged $550 billion" in pg.inner_text("#sources")
     saved = list((server.tmp / "index" / "conversations").glob("*.json"))
-    assert saved and "How much did Japan pledge" in saved[0].read_text()
+    # (other tests of this server save conversations too, in any order)
+    assert any("How much did Japan pledge" in f.read_text() for f in saved), saved
     # and a follow-up continues it: condensed with the reopened history
     page.ask("And what about Korea?")
     assert len(pg.locator("#sources details.turn").all()) == 2
