@@ -6,6 +6,7 @@ else receives a `Settings`. Override single fields with `dataclasses.replace`.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -120,7 +121,8 @@ class Settings:
         if v := get("RAG_CHROMA_URL"):
             s = s.with_(store={"chroma_url": v})
         if v := get("RAG_CHROMA_TIMEOUT"):
-            s = s.with_(store={"chroma_timeout": _number("RAG_CHROMA_TIMEOUT", v)})
+            timeout = _number("RAG_CHROMA_TIMEOUT", v, example="120", least=0)
+            s = s.with_(store={"chroma_timeout": timeout})
         if v := get("RAG_MAX_FILE_MB"):
             s = s.with_(load={"max_file_mb": float(v)})
         if v := get("RAG_CHUNK_SIZE"):
@@ -198,13 +200,17 @@ def _flag(name: str, value: str) -> bool:
     return low in ("1", "true", "yes", "on")
 
 
-def _number(name: str, value: str) -> float:
+def _number(name: str, value: str, example: str = "-6", least: float | None = None) -> float:
     from .errors import UsageError
 
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
-        raise UsageError(f"{name}={value!r} is not a number: set one, e.g. {name}=-6") from None
+        number = math.nan
+    if not math.isfinite(number) or (least is not None and number < least):
+        kind = "a number" if least is None else f"a number of at least {least:g}"
+        raise UsageError(f"{name}={value!r} is not {kind}: set one, e.g. {name}={example}")
+    return number
 
 
 def apply_offline_env() -> None:

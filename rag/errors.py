@@ -35,6 +35,14 @@ class LLMError(RagError):
     """The LLM endpoint is down, timed out, or answered with something unusable."""
 
 
+class ChromaTimeout(StoreError):
+    """A Chroma call did not return in time (`chroma_timeout`): not damage, nothing to repair."""
+
+
+class DiskFull(StoreError):
+    """The disk holding the index is full: free space and run the same command again."""
+
+
 class IndexDamaged(RagError):
     """Part of the index (catalog, vectors) is unreadable; the message names the repair."""
 

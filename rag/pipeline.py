@@ -113,11 +113,13 @@ class Rag:
             return self._repair(self._index, full=full)
 
     def _repair(self, index: Any, *, full: bool, sweep: bool = True) -> dict[str, int]:
-        from .errors import StoreError
+        from .errors import ChromaTimeout, DiskFull, StoreError
 
         out = {"recovered": 0, "reembedded": 0, "orphans": 0}
         try:
             health = index.health(full=full)
+        except (ChromaTimeout, DiskFull):
+            raise  # not damage: moving the vectors aside would re-embed everything
         except StoreError:
             if index.settings.chroma_url:
                 raise  # a server's vectors are the server's to repair

@@ -29,7 +29,15 @@ from urllib.parse import urlparse
 import numpy as np
 
 from .config import ChunkSettings, StoreSettings
-from .errors import IndexBusy, IndexDamaged, IndexMismatch, IndexMissing, StoreError
+from .errors import (
+    ChromaTimeout,
+    DiskFull,
+    IndexBusy,
+    IndexDamaged,
+    IndexMismatch,
+    IndexMissing,
+    StoreError,
+)
 from .text import stemmer
 from .types import Chunk, Document
 
@@ -180,20 +188,25 @@ def _reopen_chroma(path: str, stop: bool = True) -> None:
 
 
 T = TypeVar("T")
+_CATALOG_SWAP = threading.Lock()
 _MAX_STUCK = 4  # Chroma calls left blocked in their threads before this process stops trying
 _stuck: set[threading.Thread] = set()
 
 
-def _bounded(call: Callable[[], T], timeout: float, what: str) -> T:
-    """`call()`, given up after `timeout` seconds (0: no limit). It runs in a daemon thread:
-    native code that never returns keeps only that thread (the GIL is released while it
-    waits), and the process still exits. The caller drops its copy of Chroma on any error."""
+def _bounded(
+    call: Callable[[], T], timeout: float, what: str, on_fail: Callable[[], None] | None = None
+) -> T:
+    """`call()`, given up after `timeout` seconds (0: no limit), or at Ctrl-C; then
+    `on_fail()` (the caller drops its copy of Chroma) and ChromaTimeout. The call runs in a
+    daemon thread: native code that never returns keeps only that thread, and the process
+    still exits. Only calls that release the GIL while they wait can be given up: chromadb's
+    reads (query, get, count) do; its writes (upsert, delete) hold it until they return."""
     if timeout <= 0:
         return call()
     with _CHROMA_LOCK:
         _stuck.difference_update([t for t in _stuck if not t.is_alive()])
         if len(_stuck) >= _MAX_STUCK:
-            raise StoreError(
+            raise ChromaTimeout(
                 f"{len(_stuck)} Chroma calls never returned in this process: restart it (the "
                 "keyword index still answers; a disk that is full is the usual cause)"
             )
@@ -210,10 +223,19 @@ def _bounded(call: Callable[[], T], timeout: float, what: str) -> T:
 
     worker = threading.Thread(target=run, name=f"chroma {what}", daemon=True)
     worker.start()
-    if not done.wait(timeout):
-        with _CHROMA_LOCK:
-            _stuck.add(worker)
-        raise StoreError(
+    try:
+        finished = done.wait(timeout)
+    except BaseException:  # Ctrl-C: the call goes on in its thread, on a copy now dropped
+        finished = False
+        raise
+    finally:
+        if not finished:
+            with _CHROMA_LOCK:
+                _stuck.add(worker)
+            if on_fail is not None:
+                on_fail()
+    if not finished:
+        raise ChromaTimeout(
             f"Chroma did not answer within {timeout:g} s ({what}); is the disk full? "
             "(RAG_CHROMA_TIMEOUT sets the limit)"
         )
@@ -225,8 +247,8 @@ def _bounded(call: Callable[[], T], timeout: float, what: str) -> T:
 class _BoundedCollection:
     """A Chroma collection whose every method call is `_bounded`."""
 
-    def __init__(self, collection: Any, timeout: float) -> None:
-        self._collection, self._timeout = collection, timeout
+    def __init__(self, collection: Any, timeout: float, on_fail: Callable[[], None]) -> None:
+        self._collection, self._timeout, self._on_fail = collection, timeout, on_fail
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._collection, name)
@@ -234,7 +256,7 @@ class _BoundedCollection:
             return attr
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            return _bounded(lambda: attr(*args, **kwargs), self._timeout, name)
+            return _bounded(lambda: attr(*args, **kwargs), self._timeout, name, self._on_fail)
 
         return call
 
@@ -261,13 +283,13 @@ def _free_bytes(directory: Path) -> int:
         return 1 << 62
 
 
-def _disk_full_error(directory: Path, e: BaseException, below: int = 1 << 20) -> StoreError | None:
+def _disk_full_error(directory: Path, e: BaseException, below: int = 1 << 20) -> DiskFull | None:
     """The error to show when `e` came from a full disk (or one with under `below` bytes free;
     Chroma and SQLite do not always say "full"), else None."""
     free = _free_bytes(directory)
     if not (_disk_full(e) or free < below):
         return None
-    return StoreError(
+    return DiskFull(
         f"the disk holding {directory}/ is full ({free / 1e6:.1f} MB free): free some space, "
         "then run the same command again (the index still answers from what it had before)"
     )
@@ -454,11 +476,14 @@ class Index:
         return db
 
     def _writable(self) -> None:
-        """Back to the normal catalog once the full disk that made it read-only has room."""
+        """Back to the normal catalog once the full disk that made it read-only has room
+        (the read-only connection is left to the threads still using it)."""
         if self.read_only and _free_bytes(self.dir) >= 1 << 20:
-            with contextlib.suppress(sqlite3.DatabaseError):
-                self._db, self.read_only = self._open_catalog(), False
-                log.warning("the disk holding %s/ has room again: the index is writable", self.dir)
+            with _CATALOG_SWAP, contextlib.suppress(sqlite3.DatabaseError):
+                if self.read_only:
+                    self._db, self.read_only = self._open_catalog(), False
+                    log.warning("the disk holding %s/ has room again: the index is writable",
+                                self.dir)  # fmt: skip
 
     def _open_read_only(self, e: BaseException) -> sqlite3.Connection:
         """The catalog on a disk too full for SQLite's WAL files: read as it is on disk."""
@@ -467,12 +492,26 @@ class Index:
             f"the disk holding {self.dir}/ is full ({free / 1e6:.1f} MB free) and the catalog "
             f"cannot be opened ({e}): free some space, then run the same command again"
         )
-        try:
-            uri = (self.dir / CATALOG).resolve().as_uri() + "?immutable=1"
-            db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        except sqlite3.DatabaseError:
+        uri = (self.dir / CATALOG).resolve().as_uri()
+        wal = self.dir / (CATALOG + "-wal")
+        # read-only with the WAL when its files are there (what another process committed is
+        # seen); else the file as it is on disk, which is all of it once no WAL is left
+        for mode in ("mode=ro", "immutable=1"):
+            try:
+                db = sqlite3.connect(f"{uri}?{mode}", uri=True, isolation_level=None,
+                                     check_same_thread=False)  # fmt: skip
+                db.execute("SELECT count(*) FROM chunks").fetchone()
+                break
+            except sqlite3.DatabaseError:
+                continue
+        else:
             raise full from e
+        if mode == "immutable=1" and wal.is_file() and wal.stat().st_size:
+            log.warning(
+                "the catalog's write-ahead log (%s) cannot be read on this full disk: the "
+                "latest writes are not seen until space is freed",
+                wal.name,
+            )
         self.read_only = True
         log.warning(
             "the disk holding %s/ is full (%.1f MB free): the index answers read-only until "
@@ -526,7 +565,9 @@ class Index:
             return chromadb.PersistentClient(path=self._chroma_path(), settings=chroma_settings)
 
         try:
-            return _bounded(connect, self.settings.chroma_timeout, "open")
+            return _bounded(connect, self.settings.chroma_timeout, "open", self._chroma_failed)
+        except ChromaTimeout:
+            raise
         except Exception as e:
             self._chroma_failed()
             if not url and (full := _disk_full_error(self.dir, e)):
@@ -556,8 +597,11 @@ class Index:
                     ),
                     self.settings.chroma_timeout,
                     "open collection",
+                    self._chroma_failed,
                 )
-                self._collection = _BoundedCollection(found, self.settings.chroma_timeout)
+                self._collection = _BoundedCollection(
+                    found, self.settings.chroma_timeout, self._chroma_failed
+                )
             except StoreError:
                 raise
             except Exception as e:
@@ -713,6 +757,8 @@ class Index:
                 return int(self.fresh().count())
         except Exception as e:
             self._chroma_failed()
+            if isinstance(e, ChromaTimeout):
+                raise
             if not self.settings.chroma_url and (full := _disk_full_error(self.dir, e)):
                 raise full from e
             raise StoreError(
@@ -1011,7 +1057,7 @@ class Index:
         try:  # saved only by the index's writer: a reader beside an ingest keeps it in memory
             with write_lock(self.dir, "saving the keyword index"):
                 self.rebuild_keyword_index()
-        except (IndexBusy, OSError):
+        except (IndexBusy, StoreError, OSError):  # busy, or a full disk: kept in memory
             self.rebuild_keyword_index(save=False)
         return self._bm25
 

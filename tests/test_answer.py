@@ -205,6 +205,12 @@ def test_judge_settings_from_the_environment() -> None:
     assert Settings.from_env({"RAG_JUDGE": "off"}).answer.judge is False
     with pytest.raises(UsageError, match="RAG_JUDGE='maybe' is not on or off"):
         Settings.from_env({"RAG_JUDGE": "maybe"})
+    for bad in ("inf", "nan", "-1", "soon"):
+        with pytest.raises(
+            UsageError, match=r"RAG_CHROMA_TIMEOUT=.* is not a number of at least 0"
+        ):
+            Settings.from_env({"RAG_CHROMA_TIMEOUT": bad})
+    assert Settings.from_env({"RAG_CHROMA_TIMEOUT": "0"}).store.chroma_timeout == 0
     with pytest.raises(UsageError, match="RAG_MIN_JUDGE='low' is not a number"):
         Settings.from_env({"RAG_MIN_JUDGE": "low"})
 

@@ -277,6 +277,7 @@ def test_a_disk_full_to_the_last_byte_still_answers_and_says_so(tmp_path: Path) 
         index = disk / "idx"
         r = run_rag("ingest", str(SEEDS), index=index)
         assert r.code == 0, r.err
+        shutil.rmtree(index / "bm25")  # as an ingest that failed to save it leaves it
         fill = _fill(disk)
         r = run_rag("ask", QUESTION, index=index)
         assert r.code == 0 and "550 billion" in r.out, r.err
@@ -334,13 +335,35 @@ def test_a_chroma_call_that_never_returns_is_given_up_and_its_copy_dropped(
         rag.close()
 
 
+def test_a_chroma_timeout_is_not_taken_for_damage(seeded: tuple[Path, Path]) -> None:
+    """A slow count() used to read as "cannot read the vectors": `doctor --repair` then
+    moved every vector aside to re-embed the whole index. A timeout repairs nothing."""
+    from rag.errors import ChromaTimeout
+
+    index, _ = seeded
+    rag = Rag(settings_for(index, store={"chroma_timeout": 1.0}))
+    never = threading.Event()
+    try:
+        assert rag.search(QUESTION, k=3)
+        rag.index.fresh()._collection.count = lambda *a, **kw: never.wait()
+        with pytest.raises(ChromaTimeout, match="did not answer within 1 s"):
+            rag.repair()
+        assert (index / "chroma").is_dir() and not list(index.glob("chroma.damaged-*"))
+    finally:
+        never.set()
+        rag.close()
+    code, health = _doctor(index)
+    assert code == 0 and health["ok"] and health["missing"] == 0
+
+
 def test_calls_stuck_in_chroma_are_capped(seeded: tuple[Path, Path]) -> None:
     """Each given-up call leaves its thread blocked; past a few, the process stops trying
     (one line that says to restart it) instead of leaking a thread per question."""
     from rag.errors import StoreError
-    from rag.store import _MAX_STUCK, _bounded
+    from rag.store import _MAX_STUCK, _bounded, _stuck
 
     never = threading.Event()
+    _stuck.clear()  # calls other tests left stuck have their own Events set by now
     try:
         for _ in range(_MAX_STUCK):
             with pytest.raises(StoreError, match="did not answer within"):
