@@ -60,15 +60,24 @@ def discover(paths: Iterable[Path]) -> Discovered:
             root = path.resolve()
             candidates = []
             for p in sorted(path.rglob("*")):
-                if not p.is_file() or any(s.startswith(".") for s in p.relative_to(path).parts):
+                if any(s.startswith(".") for s in p.relative_to(path).parts):
                     continue
-                if p.is_symlink() and not p.resolve().is_relative_to(root):
-                    # its key would be the target's path, which no ingest of this folder
-                    # would ever forget again
-                    outside.append(Skipped(str(p.absolute()), (
-                        f"a link to {p.resolve()}, outside {root}/: not followed (ingest "
-                        "that file by name to index it)")))  # fmt: skip
+                if p.is_symlink() and not p.exists():
+                    outside.append(Skipped(str(p.absolute()), "a broken link: its target is gone"))
                     continue
+                if not p.is_file():
+                    continue
+                if p.is_symlink():
+                    target = p.resolve()
+                    if not target.is_relative_to(root):
+                        # its key would be the target's path, which no ingest of this folder
+                        # would ever forget again
+                        outside.append(Skipped(str(p.absolute()), (
+                            f"a link to {target}, outside {root}/: not followed (ingest that "
+                            "file by name to index it)")))  # fmt: skip
+                        continue
+                    if any(s.startswith(".") for s in target.relative_to(root).parts):
+                        continue  # a link to a hidden file is as hidden as the file
                 candidates.append(p)
         for p in candidates:
             (files if p.suffix.lower() in SUPPORTED else unsupported).append(p)

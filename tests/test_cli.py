@@ -323,13 +323,18 @@ def test_a_link_to_a_file_outside_the_folder_is_not_followed(tmp_path: Path) -> 
     (elsewhere / "secret.txt").write_text("The vault combination is 4417, kept by Mara Quist.\n")
     (docs / "link.txt").symlink_to(elsewhere / "secret.txt")
     (docs / "again.txt").symlink_to(docs / "inside.txt")  # inside: the same file, once
+    (docs / ".hidden").mkdir()
+    (docs / ".hidden" / "h.txt").write_text("A hidden note about the Zephyr lighthouse.\n")
+    (docs / "peek.txt").symlink_to(docs / ".hidden" / "h.txt")  # hidden, as its target is
+    (docs / "broken.txt").symlink_to(tmp_path / "gone.txt")
     index = tmp_path / "idx"
     r = run_rag("ingest", str(docs), "--json", index=index)
     assert r.code == 0, r.err
     report = json.loads(r.out)
     assert report["documents_total"] == 1 and len(report["added"]) == 1
-    (skipped,) = report["skipped"]
+    broken, skipped = report["skipped"]
     assert skipped["source"].endswith("link.txt") and "outside" in skipped["reason"]
+    assert broken["source"].endswith("broken.txt") and "broken link" in broken["reason"]
     r = run_rag("ingest", str(docs), index=index)
     assert "link.txt: a link to" in r.out and "ingest that file by name" in r.out
     r = run_rag("search", "vault combination Mara Quist", "--json", index=index)
