@@ -4,6 +4,7 @@ real embedded Chroma), the way a user meets the fault."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -215,15 +217,25 @@ def _mount_tmpfs(where: Path, size: str) -> bool:
     return p.returncode == 0
 
 
-@pytest.mark.slow
-def test_a_full_disk_is_named_and_the_index_keeps_answering(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def _seeds_on_a_small_disk(tmp_path: Path, size: str) -> Iterator[Path]:
+    """The index of seeds/ on a tmpfs of `size` (a real disk that fills up), unmounted after."""
     disk = tmp_path / "small-disk"
-    if os.geteuid() != 0 or not _mount_tmpfs(disk, "4m"):
+    if os.geteuid() != 0 or not _mount_tmpfs(disk, size):
         pytest.skip("needs root to mount a small tmpfs (a real full disk)")
     try:
         index = disk / "idx"
         r = run_rag("ingest", str(SEEDS), index=index)
         assert r.code == 0, r.err
+        yield index
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_named_and_the_index_keeps_answering(tmp_path: Path) -> None:
+    with _seeds_on_a_small_disk(tmp_path, "4m") as index:
+        disk = index.parent
         # the seeds take ~1.6 MB; ~600 more passages take far more than the 4 MB disk has left
         docs = tmp_path / "big"
         docs.mkdir()
@@ -245,8 +257,6 @@ def test_a_full_disk_is_named_and_the_index_keeps_answering(tmp_path: Path) -> N
         assert json.loads(r.out)["documents_total"] == 62
         code, health = _doctor(index)
         assert code == 0 and health["ok"], health
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 
 
 def _fill(disk: Path) -> Path:
@@ -270,15 +280,9 @@ def test_a_disk_full_to_the_last_byte_still_answers_and_says_so(tmp_path: Path) 
     called "damaged, run doctor --repair" (wrong advice). Now it is read as it is on disk,
     answers come by keyword, every write says the disk is full, and a process that opened it
     read-only sees others' writes, and writes, once space is freed."""
-    disk = tmp_path / "full-disk"
-    if os.geteuid() != 0 or not _mount_tmpfs(disk, "8m"):
-        pytest.skip("needs root to mount a small tmpfs (a real full disk)")
-    try:
-        index = disk / "idx"
-        r = run_rag("ingest", str(SEEDS), index=index)
-        assert r.code == 0, r.err
+    with _seeds_on_a_small_disk(tmp_path, "8m") as index:
         shutil.rmtree(index / "bm25")  # as an ingest that failed to save it leaves it
-        fill = _fill(disk)
+        fill = _fill(index.parent)
         r = run_rag("ask", QUESTION, index=index)
         assert r.code == 0 and "550 billion" in r.out, r.err
         assert "is full" in r.err and "damaged" not in r.err and "--repair" not in r.err, r.err
@@ -304,8 +308,6 @@ def test_a_disk_full_to_the_last_byte_still_answers_and_says_so(tmp_path: Path) 
         rag.close()
         code, health = _doctor(index)
         assert code == 0 and health["ok"], health
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 
 
 def test_a_chroma_call_that_never_returns_is_given_up_and_its_copy_dropped(
