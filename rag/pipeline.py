@@ -94,23 +94,31 @@ class Rag:
         passages whose vectors are missing (from the catalog's text: no file is read), sweep
         orphan vectors, rebuild the keyword index. Takes the write lock."""
         from .errors import IndexDamaged
-        from .store import write_lock
+        from .store import Index, write_lock
+
+        def open_index() -> Any:
+            return Index.open(self.settings.store, embedder_name=self.embedder.name,
+                              dim=self.embedder.dim)  # fmt: skip
+
+        def set_aside_and_reopen() -> None:
+            if self._index is not None:
+                self._index.close()
+            _set_aside_catalog(Path(self.settings.store.index_dir))
+            self._index = open_index()  # an empty catalog, recovered from the vectors
+            self._retriever = None
 
         with write_lock(self.settings.store.index_dir, "rag doctor --repair"), self._lock:
             if self._index is None:  # opened here, not by `self.index`: no warning to repeat
-                from .store import Index
-
-                def open_index() -> Any:
-                    return Index.open(self.settings.store, embedder_name=self.embedder.name,
-                                      dim=self.embedder.dim)  # fmt: skip
-
                 try:
                     self._index = open_index()
                 except IndexDamaged:
-                    _set_aside_catalog(Path(self.settings.store.index_dir))
-                    self._index = open_index()  # an empty catalog, recovered from the vectors
+                    set_aside_and_reopen()
                 self._retriever = None
-            return self._repair(self._index, full=full)
+            try:
+                return self._repair(self._index, full=full)
+            except IndexDamaged:  # damage inside the catalog file, found by its own check
+                set_aside_and_reopen()
+                return self._repair(self._index, full=full)
 
     def _repair(self, index: Any, *, full: bool, sweep: bool = True) -> dict[str, int]:
         from .errors import ChromaTimeout, DiskFull, StoreError
@@ -141,6 +149,8 @@ class Rag:
         if any(out.values()) or full:
             index.rebuild_keyword_index()
             index.write_manifest()
+        if any(out.values()):
+            index.bump_generation()  # a running reader reopens its copy of the vectors
         self._health = index.health(full=full)
         return out
 

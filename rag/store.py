@@ -244,6 +244,18 @@ def _bounded(
     return box["value"]  # type: ignore[no-any-return]
 
 
+def _still_busy(e: BaseException) -> ChromaTimeout | None:
+    """A call given up earlier still runs in this process: an error now (chromadb's own
+    KeyError while that call holds half-made state) is that, not damage to repair."""
+    with _CHROMA_LOCK:
+        if not any(t.is_alive() for t in _stuck):
+            return None
+    return ChromaTimeout(
+        f"Chroma is still busy with a call given up earlier ({type(e).__name__}: {e}): try "
+        "again in a moment, or set a larger RAG_CHROMA_TIMEOUT"
+    )
+
+
 class _BoundedCollection:
     """A Chroma collection whose every method call is `_bounded`."""
 
@@ -570,6 +582,8 @@ class Index:
             raise
         except Exception as e:
             self._chroma_failed()
+            if busy := _still_busy(e):
+                raise busy from e
             if not url and (full := _disk_full_error(self.dir, e)):
                 raise full from e
             where = url or self._chroma_path()
@@ -606,6 +620,8 @@ class Index:
                 raise
             except Exception as e:
                 self._chroma_failed()
+                if busy := _still_busy(e):
+                    raise busy from e
                 if not self.settings.chroma_url and (full := _disk_full_error(self.dir, e)):
                     raise full from e
                 raise StoreError(
@@ -755,10 +771,14 @@ class Index:
         try:
             with _CHROMA_LOCK:
                 return int(self.fresh().count())
+        except sqlite3.DatabaseError as e:  # the catalog (its generation), not the vectors
+            raise self.damaged(e) from e
         except Exception as e:
             self._chroma_failed()
             if isinstance(e, ChromaTimeout):
                 raise
+            if busy := _still_busy(e):
+                raise busy from e
             if not self.settings.chroma_url and (full := _disk_full_error(self.dir, e)):
                 raise full from e
             raise StoreError(
@@ -769,7 +789,15 @@ class Index:
     # --- integrity ---------------------------------------------------------------------
 
     def health(self, full: bool = False) -> Health:
-        """Do catalog and vectors agree? Counts only, unless `full` (every id compared)."""
+        """Do catalog and vectors agree? Counts only, unless `full` (every id compared, and
+        the catalog file checked page by page: IndexDamaged when it is not whole)."""
+        if full:
+            try:
+                check = [r[0] for r in self._db.execute("PRAGMA quick_check").fetchall()]
+            except sqlite3.DatabaseError as e:
+                raise self.damaged(e) from e
+            if check != ["ok"]:
+                raise self.damaged(Exception("; ".join(check[:3])))
         chunks, vectors = self.count_chunks(), self.vector_count()
         lost = (
             chunks == 0
@@ -920,6 +948,11 @@ class Index:
             "INSERT INTO meta VALUES ('generation', '1') ON CONFLICT(key) DO UPDATE "
             "SET value = CAST(value AS INTEGER) + 1"
         )
+
+    def bump_generation(self) -> None:
+        """Tell other processes the index changed (they reopen their copy of the vectors)."""
+        with self._tx() as db:
+            self._bump(db)
 
     def generation(self) -> int:
         self._writable()

@@ -361,8 +361,8 @@ def test_a_chroma_timeout_is_not_taken_for_damage(seeded: tuple[Path, Path]) -> 
 def test_calls_stuck_in_chroma_are_capped(seeded: tuple[Path, Path]) -> None:
     """Each given-up call leaves its thread blocked; past a few, the process stops trying
     (one line that says to restart it) instead of leaking a thread per question."""
-    from rag.errors import StoreError
-    from rag.store import _MAX_STUCK, _bounded, _stuck
+    from rag.errors import ChromaTimeout, StoreError
+    from rag.store import _MAX_STUCK, _bounded, _still_busy, _stuck
 
     never = threading.Event()
     _stuck.clear()  # calls other tests left stuck have their own Events set by now
@@ -374,12 +374,16 @@ def test_calls_stuck_in_chroma_are_capped(seeded: tuple[Path, Path]) -> None:
         with pytest.raises(StoreError, match="never returned in this process: restart it"):
             _bounded(lambda: 1, 5, "get")
         assert time.monotonic() - started < 1
+        # meanwhile chromadb's errors (a KeyError on its half-made state) are not damage
+        busy = _still_busy(KeyError("/idx/chroma"))
+        assert isinstance(busy, ChromaTimeout) and "still busy" in str(busy)
     finally:
         never.set()
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:  # the blocked threads end, and calls work again
         try:
             assert _bounded(lambda: 1, 5, "get") == 1
+            assert _still_busy(KeyError("/idx/chroma")) is None
             break
         except StoreError:
             time.sleep(0.05)
@@ -412,7 +416,37 @@ def test_a_reader_follows_a_rebuild_and_a_repair_in_another_process(
     (other / "flumox.txt").write_text("Flumox is a blue dye first made in Ghent in 1874.\n")
     assert run_rag("ingest", str(other), index=index).code == 0
     assert "1874" in rag.ask("When was Flumox first made?").answer
+    # the vectors lost and re-embedded by another process: this reader's first write used to
+    # fail ("attempt to write a readonly database") on its stale copy of Chroma
+    shutil.rmtree(index / "chroma")
+    assert run_rag("doctor", "--repair", index=index).code == 0
+    (other / "quorl.txt").write_text("Quorl is a card game first played in Leith in 1902.\n")
+    rag.ingest([str(other)])
+    assert "1902" in rag.ask("When was Quorl first played?").answer
     rag.close()
+
+
+def test_damage_inside_the_catalog_file_is_found_and_repaired(seeded: tuple[Path, Path]) -> None:
+    """Pages inside the catalog overwritten (its header intact): doctor said OK while ask
+    failed, or the damage was blamed on the vectors and repair moved them aside."""
+    index, _ = seeded
+    catalog = index / "catalog.sqlite"
+    for f in index.glob("catalog.sqlite-*"):
+        f.unlink()
+    pages = catalog.stat().st_size // 4096
+    with catalog.open("r+b") as f:
+        for page in range(2, pages, 2):  # every other page after the schema
+            f.seek(page * 4096)
+            f.write(os.urandom(4096))
+    r = run_rag("doctor", index=index)
+    assert r.code == 1 and "catalog" in r.err and "damaged" in r.err, (r.out, r.err)
+    assert "doctor --repair" in r.err and "vectors" not in r.err.split("damaged")[0]
+    code, health = _doctor(index, "--repair")
+    assert code == 0 and health["ok"] and health["repaired"]["recovered"] > 0, health
+    assert not list(index.glob("chroma.damaged-*")), "the good vectors were moved aside"
+    assert list(index.glob("catalog.sqlite.damaged-*"))
+    r = run_rag("ask", QUESTION, index=index)
+    assert r.code == 0 and "550 billion" in r.out, r.err
 
 
 def test_unreadable_vectors_are_set_aside_and_reembedded(seeded: tuple[Path, Path]) -> None:
