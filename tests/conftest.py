@@ -70,7 +70,11 @@ def exit_code(proc: subprocess.Popen, timeout: float) -> tuple[int, str]:
     except subprocess.TimeoutExpired:
         proc.send_signal(signal.SIGUSR1)
         time.sleep(3)
-        proc.kill()
+        proc.terminate()  # rag stops a llama-server it started; SIGKILL would orphan it
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
         _, err = proc.communicate(timeout=30)
         raise AssertionError(
             f"still running {timeout:g} s after the signal; stderr:\n{err}"
