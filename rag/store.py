@@ -223,12 +223,10 @@ def _bounded(
 
     worker = threading.Thread(target=run, name=f"chroma {what}", daemon=True)
     worker.start()
+    finished = False
     try:
         finished = done.wait(timeout)
-    except BaseException:  # Ctrl-C: the call goes on in its thread, on a copy now dropped
-        finished = False
-        raise
-    finally:
+    finally:  # a timeout or Ctrl-C: the call goes on in its thread, on a copy now dropped
         if not finished:
             with _CHROMA_LOCK:
                 _stuck.add(worker)
@@ -368,7 +366,7 @@ class Index:
         try:
             self._db = self._open_catalog()
         except sqlite3.DatabaseError as e:
-            if not (_disk_full(e) or _free_bytes(self.dir) < 1 << 20):
+            if _disk_full_error(self.dir, e) is None:
                 raise self.damaged(e) from e
             self._db = self._open_read_only(e)
         self._catalog_id = _file_id(self.dir / CATALOG)
@@ -499,11 +497,6 @@ class Index:
 
     def _open_read_only(self, e: BaseException) -> sqlite3.Connection:
         """The catalog on a disk too full for SQLite's WAL files: read as it is on disk."""
-        free = _free_bytes(self.dir)
-        full = StoreError(
-            f"the disk holding {self.dir}/ is full ({free / 1e6:.1f} MB free) and the catalog "
-            f"cannot be opened ({e}): free some space, then run the same command again"
-        )
         uri = (self.dir / CATALOG).resolve().as_uri()
         wal = self.dir / (CATALOG + "-wal")
         # read-only with the WAL when its files are there (what another process committed is
@@ -517,7 +510,7 @@ class Index:
             except sqlite3.DatabaseError:
                 continue
         else:
-            raise full from e
+            raise (_disk_full_error(self.dir, e) or self.damaged(e)) from e
         if mode == "immutable=1" and wal.is_file() and wal.stat().st_size:
             log.warning(
                 "the catalog's write-ahead log (%s) cannot be read on this full disk: the "
@@ -529,7 +522,7 @@ class Index:
             "the disk holding %s/ is full (%.1f MB free): the index answers read-only until "
             "space is freed",
             self.dir,
-            free / 1e6,
+            _free_bytes(self.dir) / 1e6,
         )
         return db
 
@@ -581,11 +574,8 @@ class Index:
         except ChromaTimeout:
             raise
         except Exception as e:
-            self._chroma_failed()
-            if busy := _still_busy(e):
-                raise busy from e
-            if not url and (full := _disk_full_error(self.dir, e)):
-                raise full from e
+            if known := self._known_failure(e):
+                raise known from e
             where = url or self._chroma_path()
             raise StoreError(
                 f"cannot open Chroma at {where} ({type(e).__name__}: {e}); "
@@ -619,11 +609,8 @@ class Index:
             except StoreError:
                 raise
             except Exception as e:
-                self._chroma_failed()
-                if busy := _still_busy(e):
-                    raise busy from e
-                if not self.settings.chroma_url and (full := _disk_full_error(self.dir, e)):
-                    raise full from e
+                if known := self._known_failure(e):
+                    raise known from e
                 raise StoreError(
                     f"cannot open the Chroma collection ({type(e).__name__}: {e}); "
                     "check --chroma-url, or rebuild the index with `rag ingest --rebuild PATH`"
@@ -646,6 +633,14 @@ class Index:
     def _chroma_failed(self) -> None:
         if not self.settings.chroma_url:
             _reopen_chroma(self._chroma_path(), stop=False)
+
+    def _known_failure(self, e: BaseException) -> StoreError | None:
+        """After a failed Chroma call (this copy is dropped): the error when it is not damage
+        (a given-up call still running, a full disk), else None."""
+        self._chroma_failed()
+        if busy := _still_busy(e):
+            return busy
+        return None if self.settings.chroma_url else _disk_full_error(self.dir, e)
 
     def _written(self) -> None:
         """After this process committed: its copy of the vectors matches the catalog."""
@@ -773,14 +768,11 @@ class Index:
                 return int(self.fresh().count())
         except sqlite3.DatabaseError as e:  # the catalog (its generation), not the vectors
             raise self.damaged(e) from e
+        except ChromaTimeout:
+            raise
         except Exception as e:
-            self._chroma_failed()
-            if isinstance(e, ChromaTimeout):
-                raise
-            if busy := _still_busy(e):
-                raise busy from e
-            if not self.settings.chroma_url and (full := _disk_full_error(self.dir, e)):
-                raise full from e
+            if known := self._known_failure(e):
+                raise known from e
             raise StoreError(
                 f"cannot read the vectors in {self._chroma_path()} ({type(e).__name__}: {e}); "
                 f"repair the index with `rag --index {self.dir} doctor --repair`"
