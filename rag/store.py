@@ -38,7 +38,7 @@ from .errors import (
     IndexMissing,
     StoreError,
 )
-from .text import stemmer
+from .text import display_title, stemmer
 from .types import Chunk, Document
 
 log = logging.getLogger(__name__)
@@ -664,10 +664,16 @@ class Index:
     # --- writing -----------------------------------------------------------------------
 
     def files(self) -> dict[str, FileRow]:
+        """Every file, with a title to show people (`text.display_title`): a text file
+        without a title line is named by its opening words, not only by its file name."""
         rows = self._db.execute(
-            "SELECT source, sha256, status, reason, title, chunks FROM files"
+            "SELECT f.source, f.sha256, f.status, f.reason, f.title, f.chunks, c.text "
+            "FROM files f LEFT JOIN chunks c ON c.source = f.source AND c.position = 0"
         ).fetchall()
-        return {r[0]: FileRow(*r) for r in rows}
+        return {
+            r[0]: FileRow(*r[:4], display_title(r[0], r[4], r[6]) if r[6] else r[4], r[5])
+            for r in rows
+        }
 
     def put_documents(
         self, items: Sequence[tuple[Document, Sequence[Chunk]]], vectors: np.ndarray

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import re
+from pathlib import Path
 from typing import Any
 
 STOPWORDS = frozenset(
@@ -44,3 +45,18 @@ def content_terms(text: str) -> list[str]:
     words = [w.lower().strip(".’'-") for w in WORD.findall(text)]
     words = [w for w in words if w and w not in STOPWORDS and not (len(w) == 1 and w.isalpha())]
     return list(stemmer().stemWords(words))
+
+
+def display_title(source: str, title: str | None, text: str, limit: int = 60) -> str:
+    """How to name a document to people: its own title, or when it has none (the loader
+    fell back to the file name) its opening words, "Darcy Drought-Behares, Carnegie…".
+    For display only: the title embedded with each chunk stays what the loader gave."""
+    t = " ".join((title or "").split())
+    if t and t.casefold() not in (Path(source).name.casefold(), Path(source).stem.casefold()):
+        return t
+    first = next((line for line in text[: limit * 40].splitlines() if line.strip()), "")
+    words = " ".join(first[: limit * 4].split())
+    if len(words) <= limit:
+        return words or t
+    cut = words[: limit + 1].rsplit(" ", 1)[0] if " " in words[:limit] else words[:limit]
+    return cut.rstrip(",;:–—- ") + "…"

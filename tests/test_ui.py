@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from rag.config import Settings
+from rag.text import display_title
 from rag.types import Answer, Chunk, Citation, Hit
 from rag.ui import render
 from rag.ui.engine import Engine, LLMChoice, check_llm, safe_name
@@ -346,6 +347,27 @@ def test_sources_are_named_by_title_with_the_file_and_the_score_explained() -> N
     assert 'class="score" title="Score: how well the passage matches' in out
     assert render.doc_label("/d/report.pdf", "report") == "report.pdf"  # no better name
     assert render.doc_label("/d/a.md", "  Alpha\n Project ") == "Alpha Project (a.md)"
+
+
+def test_a_document_without_a_title_is_named_by_its_opening_words() -> None:
+    opening = "Darcy Drought-Behares, Carnegie Endowment for International Peace Korea Research "
+    assert display_title("/d/003_bfe.txt", "003_bfe", opening * 3) == (
+        "Darcy Drought-Behares, Carnegie Endowment for International…"
+    )
+    assert display_title("/d/a.txt", "Real Title", "anything") == "Real Title"
+    assert display_title("/d/a.txt", "a", "\n\n  A short note\nmore") == "A short note"
+    assert display_title("/d/a.txt", "a", "") == "a"  # nothing better: the file's name
+    # the Sources panel uses the index's titles (files()), not the chunk's embedded one
+    hit = _hit("Some text.", source="/docs/003_bfe.txt", page=None)
+    hit = Hit(replace(hit.chunk, title="003_bfe"), score=0.5, rank=1)
+    panel = render.sources_html(
+        [(1, replace(_answer(), citations=[Citation(1, hit)]))],
+        {"/docs/003_bfe.txt": "Darcy Drought-Behares, Carnegie…"},
+    )
+    assert '<b title="/docs/003_bfe.txt">Darcy Drought-Behares, Carnegie…</b>' in panel
+    assert '<b title="/docs/003_bfe.txt">003_bfe.txt</b>' in render.sources_html(
+        [(1, replace(_answer(), citations=[Citation(1, hit)]))]
+    )
 
 
 def test_a_markdown_passage_is_rendered_safely_with_its_quote_marked() -> None:

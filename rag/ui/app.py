@@ -293,7 +293,7 @@ def build_app(engine: Engine) -> gr.Blocks:
             yield (
                 gr.skip(),
                 msgs,
-                render.sources_html(turns_),
+                render.sources_html(turns_, _titles(engine)),
                 turns_,
                 hist,
                 render.answer_markdown(answer),
@@ -372,7 +372,8 @@ def build_app(engine: Engine) -> gr.Blocks:
                 msgs += [{"role": "user", "content": render.plain(a.question)},
                          {"role": "assistant", "content": render.answer_html(a, n)}]  # fmt: skip
             md = render.answer_markdown(conv.answers[-1]) if conv.answers else ""
-            return msgs, render.sources_html(turns_), turns_, conv.history(), md, cid, gr.skip()
+            panel = render.sources_html(turns_, _titles(engine))
+            return msgs, panel, turns_, conv.history(), md, cid, gr.skip()
 
         conv_open.click(open_conversation, conv_pick, conv_outputs, api_name=False)
 
@@ -586,6 +587,15 @@ def configured_llm(settings: Any) -> LLMChoice:
 
 
 # --- helpers ---------------------------------------------------------------------------
+
+
+def _titles(engine: Engine) -> dict[str, str | None]:
+    """source → the title to show for it; none when the index cannot be read (the panel
+    then names passages by their chunks' titles: it must show whatever happens)."""
+    try:
+        return {source: row.title for source, row in engine.files().items()}
+    except Exception:
+        return {}
 
 
 def _conversation_choices(engine: Engine) -> list[tuple[str, str]]:

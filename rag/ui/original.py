@@ -14,6 +14,7 @@ import io
 from pathlib import Path
 
 from ..loaders import load_file
+from ..text import display_title
 from ..types import Document
 from .render import doc_label, highlight
 
@@ -71,8 +72,9 @@ def _text_view(path: Path, start: int, end: int, quote: str) -> str:
     after = html.escape(doc.text[end:hi])
     cut_before = '<span class="cut">… (earlier text)\n\n</span>' if lo > 0 else ""
     cut_after = '<span class="cut">\n\n… (later text)</span>' if hi < len(doc.text) else ""
+    label = doc_label(str(path), display_title(str(path), doc.title, doc.text))
     return (
-        f'<div class="original-head"><b>{html.escape(doc_label(str(path), doc.title))}</b> · '
+        f'<div class="original-head"><b>{html.escape(label)}</b> · '
         f"characters {start}–{end} of {len(doc.text)}</div>"
         f'<div class="original-text">{cut_before}{before}'
         f'<span class="passage-here" id="passage-here">{passage}</span>{after}{cut_after}</div>'

@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,8 +80,11 @@ def answer_markdown(answer: Answer) -> str:
     return "\n".join(lines)
 
 
-def sources_html(turns: Sequence[tuple[int, Answer]]) -> str:
-    """The sources panel: the newest answer's passages first; older answers folded."""
+def sources_html(
+    turns: Sequence[tuple[int, Answer]], titles: Mapping[str, str | None] | None = None
+) -> str:
+    """The sources panel: the newest answer's passages first; older answers folded.
+    `titles`: source → the title to show (the index's `files()`), else the chunks' own."""
     if not turns:
         return (
             '<div class="empty">Ask a question: the passages each answer cites appear here, '
@@ -89,21 +92,22 @@ def sources_html(turns: Sequence[tuple[int, Answer]]) -> str:
         )
     parts = []
     for i, (turn, answer) in enumerate(reversed(turns)):
-        parts.append(_turn_html(turn, answer, open_=i == 0))
+        parts.append(_turn_html(turn, answer, open_=i == 0, titles=titles or {}))
     return "\n".join(parts)
 
 
-def _turn_html(turn: int, answer: Answer, open_: bool) -> str:
+def _turn_html(turn: int, answer: Answer, open_: bool, titles: Mapping[str, str | None]) -> str:
     q = html.escape(_snippet(answer.question, 90))
     if answer.refused:
         body = [f'<p class="refusal">{NOT_IN_DOCUMENTS}</p>']
         if answer.hits:
             body.append('<p class="note">Closest passages:</p>')
-            body += [passage_html(h, source_id(turn, h.rank), f"{h.rank}") for h in answer.hits[:3]]
+            body += [passage_html(h, source_id(turn, h.rank), f"{h.rank}", titles=titles)
+                     for h in answer.hits[:3]]  # fmt: skip
         else:
             body.append('<p class="note">No passage matched at all. Add documents first?</p>')
     else:
-        body = [_citation_html(c, source_id(turn, c.n)) for c in answer.citations]
+        body = [_citation_html(c, source_id(turn, c.n), titles) for c in answer.citations]
         how = ANSWERED_BY.get(answer.mode)
         if how:
             body.insert(0, f'<p class="note">{how}</p>')
@@ -116,12 +120,19 @@ def _turn_html(turn: int, answer: Answer, open_: bool) -> str:
     )
 
 
-def _citation_html(c: Citation, sid: str) -> str:
+def _citation_html(c: Citation, sid: str, titles: Mapping[str, str | None]) -> str:
     extra = "" if c.supported else ' <span class="unsupported">not supported by this passage</span>'
-    return passage_html(c.hit, sid, str(c.n), quote=c.quote, extra=extra)
+    return passage_html(c.hit, sid, str(c.n), quote=c.quote, extra=extra, titles=titles)
 
 
-def passage_html(hit: Hit, sid: str, label: str, quote: str = "", extra: str = "") -> str:
+def passage_html(
+    hit: Hit,
+    sid: str,
+    label: str,
+    quote: str = "",
+    extra: str = "",
+    titles: Mapping[str, str | None] | None = None,
+) -> str:
     """One passage: where it is from, its score, and its whole text with `quote` marked."""
     ch = hit.chunk
     markdown = Path(ch.source).suffix.lower() in {".md", ".markdown"}
@@ -148,7 +159,8 @@ def passage_html(hit: Hit, sid: str, label: str, quote: str = "", extra: str = "
     return (
         f'<article class="src" id="{sid}">'
         f'<header><span class="n">[{label}]</span> '
-        f"{_source_html(ch.source, ch.title)}{page}{section} · {scores}{extra} · {opener}"
+        f"{_source_html(ch.source, (titles or {}).get(ch.source) or ch.title)}{page}{section}"
+        f" · {scores}{extra} · {opener}"
         "</header>"
         f'{missing}<div class="passage{" md" if markdown else ""}">{body}</div></article>'
     )
