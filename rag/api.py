@@ -2,7 +2,8 @@
 
 `/v1/chat/completions` takes OpenAI's request and answers in its shapes (plain and as
 server-sent events), with `citations` and `refused` beside `choices`; `/v1/models`,
-`/v1/search`, `/v1/documents`, `/v1/status`; `/healthz` outside `/v1`. With a key
+`/v1/embeddings` (the index's embedder, for `--embed-url` elsewhere), `/v1/search`,
+`/v1/documents`, `/v1/status`; `/healthz` outside `/v1`. With a key
 (`RAG_API_KEY` or `--api-key`) every `/v1` request needs `Authorization: Bearer KEY`.
 Errors are OpenAI-style JSON whose message is the one-line fix. The work runs on the
 app's `Engine` (its thread pools and shared models); a bounded number of requests run at
@@ -93,6 +94,15 @@ class SearchRequest(BaseModel):
     sources: list[str] | None = None
 
 
+class EmbeddingsRequest(BaseModel):
+    input: str | list[str]
+    model: str | None = None  # the embedder's name (GET /v1/models); none: the embedder
+    encoding_format: str = "float"  # or "base64" (little-endian float32), the client's default
+
+
+MAX_EMBED_INPUTS = 2048  # texts per /v1/embeddings request, as OpenAI's API allows
+
+
 # --- the app -------------------------------------------------------------------------------
 
 
@@ -167,9 +177,35 @@ def build_api(engine: Engine, *, api_key: str | None, configured: LLMChoice,
 
     @v1.get("/models")
     def list_models() -> dict[str, Any]:
+        names = [*models, engine.run("ask", lambda rag: rag.embedder.name)]  # embedder last
         return {"object": "list", "data": [
-            {"id": name, "object": "model", "created": 0, "owned_by": "rag"} for name in models
+            {"id": name, "object": "model", "created": 0, "owned_by": "rag"} for name in names
         ]}  # fmt: skip
+
+    @v1.post("/embeddings")
+    def embeddings(req: EmbeddingsRequest) -> dict[str, Any]:
+        """The index's own embedder as an OpenAI-compatible endpoint: another machine can
+        ingest with `rag ingest --embed-url http://THIS-HOST:PORT/v1`. Texts past the
+        model's 256 tokens are cut, as when rag embeds its chunks."""
+        texts = [req.input] if isinstance(req.input, str) else req.input
+        if not texts or len(texts) > MAX_EMBED_INPUTS:
+            raise ApiError(400, f"`input` must hold 1 to {MAX_EMBED_INPUTS} texts; "
+                           f"got {len(texts)}: send them in batches")  # fmt: skip
+        if req.encoding_format not in ("float", "base64"):
+            raise ApiError(400, f"encoding_format {req.encoding_format!r}: use float or base64")
+        name = engine.run("ask", lambda rag: rag.embedder.name)
+        if req.model not in (None, "", name):
+            raise ApiError(404, f"no embedding model {req.model!r}: this server embeds with "
+                           f"{name!r}", "model_not_found")  # fmt: skip
+        release = slot()
+        try:
+            vectors, tokens = engine.run("ask", lambda rag: _embed(rag.embedder, texts))
+        finally:
+            release()
+        return {"object": "list", "model": name,
+                "data": [{"object": "embedding", "index": i, "embedding": _encoded(v, req)}
+                         for i, v in enumerate(vectors)],
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}  # fmt: skip
 
     @v1.post("/chat/completions", response_model=None)
     async def chat_completions(req: ChatRequest) -> Any:
@@ -306,6 +342,22 @@ def _models(configured: LLMChoice, local: dict[str, Path]) -> dict[str, LLMChoic
     if configured.url:
         out["rag:endpoint"] = configured
     return out
+
+
+def _embed(embedder: Any, texts: list[str]) -> tuple[Any, int]:
+    """(one unit vector per text, the tokens read)."""
+    tokens = sum(min(len(o), embedder.max_tokens) for o in embedder.token_offsets(texts))
+    return embedder.embed(texts), tokens
+
+
+def _encoded(vector: Any, req: EmbeddingsRequest) -> list[float] | str:
+    if req.encoding_format == "base64":
+        import base64
+
+        import numpy as np
+
+        return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+    return [float(x) for x in vector]
 
 
 def _extras(a: Answer) -> dict[str, Any]:

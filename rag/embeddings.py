@@ -188,7 +188,9 @@ class OpenAIEmbedder:
         self.dim = int(self.embed(["dimension probe"]).shape[1])
 
     def token_offsets(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
-        return [list(e.offsets) for e in self._counter.encode_batch(list(texts), False)]
+        # as OnnxEmbedder counts them (no [CLS]/[SEP]), so both cut the same chunks
+        encs = self._counter.encode_batch(list(texts), add_special_tokens=False)
+        return [list(e.offsets) for e in encs]
 
     def embed(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
         rows: list[list[float]] = []

@@ -417,10 +417,13 @@ class Index:
             )
         if problems:
             roots = " ".join(manifest.get("roots", [])) or "PATH"
+            remote = str(built.get("model", "")).partition("@")[2]  # "openai:NAME@URL"
+            same = (
+                f"pass `--embed-url {remote}`" if remote else "use the settings it was built with"
+            )
             raise IndexMismatch(
                 f"{settings.index_dir}/ was built with {'; '.join(problems)}: rebuild it with "
-                f"`rag --index {settings.index_dir} ingest --rebuild{flags} {roots}` "
-                "or use the settings it was built with"
+                f"`rag --index {settings.index_dir} ingest --rebuild{flags} {roots}` or {same}"
             )
         index = cls(settings, manifest)
         chroma_url = manifest.get("chroma_url")

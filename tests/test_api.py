@@ -237,3 +237,79 @@ def test_every_admitted_request_is_released(
             assert app.state.in_flight == 0  # released once: by the stream, not again after
     finally:
         engine.close()
+
+
+# --- /v1/embeddings: our embedder as a remote one ----------------------------------------
+
+
+def test_embeddings_endpoint_gives_the_bundled_models_vectors(api: tuple[str, Path]) -> None:
+    """The real `openai` client (which asks for base64 by default) and plain JSON floats get
+    exactly what the bundled embedder computes here."""
+    import numpy as np
+
+    from rag.config import EmbedSettings
+    from rag.embeddings import BUNDLED, make_embedder
+
+    base, _ = api
+    texts = ["Japan pledged $550 billion.", "A second, longer text about tariffs and trade."]
+    local = make_embedder(EmbedSettings()).embed(texts)
+    r = _client(base).embeddings.create(model=BUNDLED, input=texts)  # type: ignore[attr-defined]
+    assert [d.index for d in r.data] == [0, 1] and r.model == BUNDLED
+    assert np.allclose(np.array([d.embedding for d in r.data]), local, atol=1e-5)
+    assert r.usage.prompt_tokens > 10
+    status, body = _post(base, "/embeddings", {"input": texts[0], "encoding_format": "float"})
+    assert status == 200 and np.allclose(body["data"][0]["embedding"], local[0], atol=1e-5)
+    assert BUNDLED in {m.id for m in _client(base).models.list().data}  # type: ignore[attr-defined]
+
+    status, body = _post(base, "/embeddings", {"input": "x", "model": "text-embedding-3-small"})
+    assert status == 404 and "this server embeds with 'minilm-int8'" in body["error"]["message"]
+    status, body = _post(base, "/embeddings", {"input": []})
+    assert status == 400 and "send them in batches" in body["error"]["message"]
+
+
+@pytest.mark.slow
+def test_ingest_with_embed_url_against_our_server(api: tuple[str, Path], tmp_path: Path) -> None:
+    """`rag ingest --embed-url` against a real server (ours, on 127.0.0.1): the manifest
+    names the remote model, the index answers like a local one, and opening it without
+    the endpoint is refused with the command that fixes it."""
+    base, _ = api
+    index = tmp_path / "remote"
+    env = {"OPENAI_API_KEY": KEY}
+    r = run_rag("--embed-url", base, "ingest", str(SEEDS), index=index, env=env)
+    assert r.code == 0, r.err
+    manifest = json.loads((index / "manifest.json").read_text())
+    assert manifest["embedding"]["model"] == f"openai:minilm-int8@{base}"
+    assert manifest["embedding"]["dim"] == 384
+
+    remote = run_rag("--embed-url", base, "search", "--json", "-k", "3", QUESTION,
+                     index=index, env=env)  # fmt: skip
+    local = run_rag("search", "--json", "-k", "3", QUESTION, index=_local_seeds(tmp_path))
+    assert remote.code == 0 and local.code == 0, remote.err + local.err
+
+    def ids(out: str) -> list[str]:
+        return [h["chunk_id"] for h in json.loads(out)["hits"]]
+
+    assert ids(remote.out) == ids(local.out)  # the same vectors, so the same ranking
+    r = run_rag("ask", QUESTION, index=index)
+    assert r.code != 0
+    assert "embedding model openai:minilm-int8@" in r.err and "ingest --rebuild" in r.err
+    assert f"or pass `--embed-url {base}`" in r.err
+
+
+def _local_seeds(tmp_path: Path) -> Path:
+    index = tmp_path / "local"
+    r = run_rag("ingest", str(SEEDS), index=index)
+    assert r.code == 0, r.err
+    return index
+
+
+def _post(base: str, path: str, body: dict[str, object]) -> tuple[int, dict[str, object]]:
+    req = urllib.request.Request(
+        base + path, data=json.dumps(body).encode(), method="POST",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"},
+    )  # fmt: skip
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
