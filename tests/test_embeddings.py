@@ -66,3 +66,55 @@ def test_unknown_embedder_names_the_choices() -> None:
     with pytest.raises(EmbeddingError) as e:
         make_embedder(EmbedSettings(model="bge-large"))
     assert BUNDLED in str(e.value) and BGE_SMALL in str(e.value)
+
+
+def test_remote_embedder_batches_retries_and_says_what_failed() -> None:
+    """A fake endpoint (the real one, `rag serve`, is in tests/test_api.py): batches of
+    `batch_size`, a 503 retried by the client, a dead endpoint one line naming the flag."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from rag.embeddings import OpenAIEmbedder
+    from rag.errors import EmbeddingError
+
+    calls: list[list[str]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            calls.append(body["input"])
+            if len(calls) == 2:  # the first batch after the dimension probe fails once
+                self.send_response(503)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            data = [{"object": "embedding", "index": i, "embedding": [3.0, float(len(t))]}
+                    for i, t in enumerate(body["input"])]  # fmt: skip
+            usage = {"prompt_tokens": 1, "total_tokens": 1}
+            out = json.dumps({"object": "list", "data": data, "model": "m", "usage": usage})
+            out = out.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        emb = OpenAIEmbedder(url, "m", None, batch_size=2)
+        assert emb.dim == 2 and emb.name == f"openai:m@{url}"
+        vectors = emb.embed(["a", "bb", "ccc"])
+        assert [len(c) for c in calls] == [1, 2, 2, 1]  # probe, failed batch, its retry, rest
+        assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0)  # normalised here
+        assert vectors[2][1] > vectors[0][1]  # in the order given
+    finally:
+        server.shutdown()
+        server.server_close()  # the port refuses now: the endpoint is down
+    with pytest.raises(EmbeddingError, match="check --embed-url or drop it"):
+        emb.embed(["x"])
