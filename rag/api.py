@@ -13,6 +13,7 @@ once, the rest get 503 with Retry-After.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import tempfile
@@ -29,7 +30,7 @@ from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
-from .errors import IndexMissing, LLMError, RagError, StoreError, UsageError
+from .errors import EmbeddingError, IndexMissing, LLMError, RagError, StoreError, UsageError
 from .types import Answer
 from .ui.engine import Engine, LLMChoice
 
@@ -52,7 +53,7 @@ def _error_of(e: BaseException) -> ApiError:
         return ApiError(400, str(e))
     if isinstance(e, IndexMissing):
         return ApiError(409, str(e), "index_missing")
-    if isinstance(e, (StoreError, LLMError)):
+    if isinstance(e, (StoreError, LLMError, EmbeddingError)):
         return ApiError(503, str(e), "service_unavailable")
     if isinstance(e, RagError):
         return ApiError(500, str(e), "rag_error")
@@ -98,6 +99,7 @@ class EmbeddingsRequest(BaseModel):
     input: str | list[str]
     model: str | None = None  # the embedder's name (GET /v1/models); none: the embedder
     encoding_format: str = "float"  # or "base64" (little-endian float32), the client's default
+    dimensions: int | None = None  # only the model's own
 
 
 MAX_EMBED_INPUTS = 2048  # texts per /v1/embeddings request, as OpenAI's API allows
@@ -177,7 +179,10 @@ def build_api(engine: Engine, *, api_key: str | None, configured: LLMChoice,
 
     @v1.get("/models")
     def list_models() -> dict[str, Any]:
-        names = [*models, engine.run("ask", lambda rag: rag.embedder.name)]  # embedder last
+        names = list(models)
+        # an --embed-url that is down leaves it out: the chat models still answer
+        with contextlib.suppress(RagError):
+            names.append(engine.embedder().name)  # last: clients take the first for chat
         return {"object": "list", "data": [
             {"id": name, "object": "model", "created": 0, "owned_by": "rag"} for name in names
         ]}  # fmt: skip
@@ -193,13 +198,18 @@ def build_api(engine: Engine, *, api_key: str | None, configured: LLMChoice,
                            f"got {len(texts)}: send them in batches")  # fmt: skip
         if req.encoding_format not in ("float", "base64"):
             raise ApiError(400, f"encoding_format {req.encoding_format!r}: use float or base64")
-        name = engine.run("ask", lambda rag: rag.embedder.name)
+        embedder = engine.embedder()
+        name = embedder.name
         if req.model not in (None, "", name):
             raise ApiError(404, f"no embedding model {req.model!r}: this server embeds with "
                            f"{name!r}", "model_not_found")  # fmt: skip
+        if req.dimensions not in (None, embedder.dim):
+            raise ApiError(400, f"dimensions {req.dimensions}: {name} makes {embedder.dim}")
+        # the model reads 256 tokens: a longer text is cut here, before tokenizing all of it
+        texts = [t[: embedder.max_tokens * 16] for t in texts]
         release = slot()
         try:
-            vectors, tokens = engine.run("ask", lambda rag: _embed(rag.embedder, texts))
+            vectors, tokens = engine.run("ask", lambda _: _embed(embedder, texts))
         finally:
             release()
         return {"object": "list", "model": name,
@@ -281,9 +291,9 @@ def build_api(engine: Engine, *, api_key: str | None, configured: LLMChoice,
 
     @v1.get("/documents")
     def documents() -> dict[str, Any]:
-        files = engine.files()
+        files, titles = engine.files(), engine.titles()  # titles as the app shows them
         return {"object": "list", "data": [
-            {"source": s, "title": r.title, "status": r.status, "chunks": r.chunks,
+            {"source": s, "title": titles.get(s) or r.title, "status": r.status, "chunks": r.chunks,
              "reason": r.reason} for s, r in sorted(files.items())
         ]}  # fmt: skip
 

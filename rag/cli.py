@@ -985,6 +985,8 @@ class _progress:
                     stage, "files")  # fmt: skip
                 bar = self.bars[stage] = tqdm(total=total, desc=stage, unit=unit, file=sys.stderr,
                                               leave=stage == "embed")  # fmt: skip
+            if total != bar.total:  # chunks to embed grow as files are read (while embedding)
+                bar.total = total
             bar.update(done - bar.n)
 
         return update

@@ -124,6 +124,7 @@ class OnnxEmbedder:
         if pooling not in ("mean", "cls"):
             raise ValueError(f"pooling must be 'mean' or 'cls', not {pooling!r}")
         self.name = name
+        self.runs_here = True  # on this machine's cores: ingest reads files in turn
         self.pooling = pooling
         self.query_prefix = query_prefix
         self.max_tokens = max_tokens
@@ -181,7 +182,9 @@ class OpenAIEmbedder:
         self._counter = load_tokenizer(tok, 1_000_000)
         self._client = OpenAI(base_url=url, api_key=api_key or "none", timeout=60, max_retries=2)
         self.name = f"openai:{model}@{url}"
-        self.query_prefix = ""
+        self.runs_here = False  # the work is done elsewhere: ingest reads files meanwhile
+        # a rag server embedding with bge-small: questions need its instruction, as locally
+        self.query_prefix = BGE_QUERY_PREFIX if model == BGE_SMALL else ""
         self._model = model
         self.max_tokens = 256
         self.batch_size = batch_size

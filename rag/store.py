@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import sqlite3
 import threading
@@ -28,7 +29,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from .config import ChunkSettings, StoreSettings
+from .config import ChunkSettings, EmbedSettings, StoreSettings
 from .errors import (
     ChromaTimeout,
     DiskFull,
@@ -397,7 +398,12 @@ class Index:
             )
         built = manifest.get("embedding", {})
         problems = []
+        same = "use the settings it was built with"
         if built.get("model") != embedder_name or built.get("dim") != dim:
+            # "openai:NAME@URL": embedded by an endpoint, which the run must name again
+            if remote := re.fullmatch(r"openai:(.+?)@(https?://\S+)", str(built.get("model"))):
+                model = f" --embed-model {remote[1]}" if remote[1] != EmbedSettings().model else ""
+                same = f"pass `--embed-url {remote[2]}{model}`"
             problems.append(
                 f"embedding model {built.get('model')} ({built.get('dim')}d), "
                 f"this run uses {embedder_name} ({dim}d)"
@@ -417,10 +423,6 @@ class Index:
             )
         if problems:
             roots = " ".join(manifest.get("roots", [])) or "PATH"
-            remote = str(built.get("model", "")).partition("@")[2]  # "openai:NAME@URL"
-            same = (
-                f"pass `--embed-url {remote}`" if remote else "use the settings it was built with"
-            )
             raise IndexMismatch(
                 f"{settings.index_dir}/ was built with {'; '.join(problems)}: rebuild it with "
                 f"`rag --index {settings.index_dir} ingest --rebuild{flags} {roots}` or {same}"
@@ -667,16 +669,28 @@ class Index:
     # --- writing -----------------------------------------------------------------------
 
     def files(self) -> dict[str, FileRow]:
-        """Every file, with a title to show people (`text.display_title`): a text file
-        without a title line is named by its opening words, not only by its file name."""
         rows = self._db.execute(
-            "SELECT f.source, f.sha256, f.status, f.reason, f.title, f.chunks, c.text "
-            "FROM files f LEFT JOIN chunks c ON c.source = f.source AND c.position = 0"
+            "SELECT source, sha256, status, reason, title, chunks FROM files"
         ).fetchall()
-        return {
-            r[0]: FileRow(*r[:4], display_title(r[0], r[4], r[6]) if r[6] else r[4], r[5])
-            for r in rows
-        }
+        return {r[0]: FileRow(*r) for r in rows}
+
+    def titles(self, sources: Iterable[str] | None = None) -> dict[str, str]:
+        """source → the title to show people (`text.display_title`): a document without a
+        title of its own is named by its opening words (its first chunk's), not only by its
+        file name. Every file's, or those of `sources`."""
+        query = (
+            "SELECT f.source, f.title, c.text FROM files f "
+            "LEFT JOIN chunks c ON c.source = f.source AND c.position = 0"
+        )
+        if sources is None:
+            rows = self._db.execute(query).fetchall()
+        else:
+            wanted, rows = list(dict.fromkeys(sources)), []
+            for i in range(0, len(wanted), 500):  # SQLite's limit on ? parameters
+                part = wanted[i : i + 500]
+                where = f" WHERE f.source IN ({','.join('?' * len(part))})"
+                rows += self._db.execute(query + where, part).fetchall()
+        return {src: display_title(src, title, text or "") for src, title, text in rows}
 
     def put_documents(
         self, items: Sequence[tuple[Document, Sequence[Chunk]]], vectors: np.ndarray

@@ -54,9 +54,10 @@ def display_title(source: str, title: str | None, text: str, limit: int = 60) ->
     t = " ".join((title or "").split())
     if t and t.casefold() not in (Path(source).name.casefold(), Path(source).stem.casefold()):
         return t
-    first = next((line for line in text[: limit * 40].splitlines() if line.strip()), "")
+    lines = text.lstrip()[: limit * 40].splitlines()
+    first = next((line for line in lines if any(ch.isalnum() for ch in line)), "")
     words = " ".join(first[: limit * 4].split())
     if len(words) <= limit:
         return words or t
     cut = words[: limit + 1].rsplit(" ", 1)[0] if " " in words[:limit] else words[:limit]
-    return cut.rstrip(",;:–—- ") + "…"
+    return (cut.rstrip(",;:–—- ") or words[:limit]) + "…"

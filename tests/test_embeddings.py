@@ -109,6 +109,9 @@ def test_remote_embedder_batches_retries_and_says_what_failed() -> None:
         url = f"http://127.0.0.1:{server.server_address[1]}/v1"
         emb = OpenAIEmbedder(url, "m", None, batch_size=2)
         assert emb.dim == 2 and emb.name == f"openai:m@{url}"
+        # chunks are sized as with the bundled model: no [CLS]/[SEP] counted
+        local = make_embedder(EmbedSettings())
+        assert emb.token_offsets(["hello world"]) == local.token_offsets(["hello world"])
         vectors = emb.embed(["a", "bb", "ccc"])
         assert [len(c) for c in calls] == [1, 2, 2, 1]  # probe, failed batch, its retry, rest
         assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0)  # normalised here
@@ -118,3 +121,30 @@ def test_remote_embedder_batches_retries_and_says_what_failed() -> None:
         server.server_close()  # the port refuses now: the endpoint is down
     with pytest.raises(EmbeddingError, match="check --embed-url or drop it"):
         emb.embed(["x"])
+
+
+@pytest.mark.parametrize(
+    ("built", "fix"),
+    [
+        ("openai:minilm-int8@http://h:7860/v1", "or pass `--embed-url http://h:7860/v1`"),
+        ("openai:text-embedding-3-small@https://api.example.com/v1",
+         "or pass `--embed-url https://api.example.com/v1 --embed-model text-embedding-3-small`"),
+        ("onnx:/m/e5@v2", "or use the settings it was built with"),
+    ],
+)  # fmt: skip
+def test_an_index_embedded_elsewhere_is_refused_with_the_flags_it_needs(
+    tmp_path: Path, built: str, fix: str
+) -> None:
+    import json
+
+    from rag.config import StoreSettings
+    from rag.store import FORMAT_VERSION, MANIFEST, Index
+
+    (tmp_path / MANIFEST).write_text(json.dumps({
+        "format": FORMAT_VERSION, "embedding": {"model": built, "dim": 384},
+        "chunk": {"size": 256, "overlap": 32}, "roots": ["/docs"],
+    }))  # fmt: skip
+    with pytest.raises(IndexMismatch) as e:
+        Index.open(StoreSettings(index_dir=tmp_path), embedder_name=BUNDLED, dim=384)
+    assert f"embedding model {built} (384d)" in str(e.value)
+    assert f"ingest --rebuild /docs` {fix}" in str(e.value)

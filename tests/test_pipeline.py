@@ -77,8 +77,9 @@ def test_a_text_file_without_a_title_line_is_listed_by_its_opening_words(tmp_pat
     (docs / "003_bfe5.txt").write_text(long_opening * 2 + "\n\nThe interview follows.\n")
     rag = Rag(settings_for(tmp_path / "idx"))
     rag.ingest([docs])
-    (row,) = rag.files().values()
-    assert row.title == "Darcy Drought-Behares, a research fellow, holds an MA in…"
+    (source,) = rag.files()
+    assert rag.titles() == {source: "Darcy Drought-Behares, a research fellow, holds an MA in…"}
+    assert rag.titles([source, "/not/indexed.txt"]) == rag.titles()
     assert {h.chunk.title for h in rag.search("PhD", k=3)} == {"003_bfe5"}
 
 
@@ -220,3 +221,77 @@ def test_a_deleted_document_stays_out_until_ingested_by_name(tmp_path: Path, cor
     final = rag.ingest([corpus])
     assert final.removed == [] and final.excluded == []
     rag.close()
+
+
+def test_files_are_read_ahead_on_a_thread_in_order_and_stop_with_the_reader() -> None:
+    """Ingest reads and chunks files on a thread of their own while earlier ones are
+    embedded; results come in order, an error at its item, and a reader that stops early
+    stops the thread within `depth` items."""
+    import threading
+    import time
+
+    from rag.pipeline import _read_ahead
+
+    where: list[str] = []
+
+    def read(n: int) -> int:
+        where.append(threading.current_thread().name)
+        if n == 7:
+            raise ValueError("file 7 is bad")
+        return n * n
+
+    got = []
+    with pytest.raises(ValueError, match="file 7 is bad"):
+        for n, sq in _read_ahead(range(10), read, depth=3):
+            got.append((n, sq))
+    assert got == [(n, n * n) for n in range(7)]
+    assert set(where) == {"rag-read-ahead"}
+
+    calls: list[int] = []
+
+    def slow(n: int) -> int:
+        calls.append(n)
+        time.sleep(0.01)
+        return n
+
+    reader = _read_ahead(range(1000), slow, depth=2)
+    assert next(reader) == (0, 0)
+    reader.close()  # the consumer stops: Ctrl-C, an error, or done with what it needed
+    time.sleep(0.3)
+    stopped_at = len(calls)
+    time.sleep(0.3)
+    assert len(calls) == stopped_at <= 5  # 1 taken + 2 queued + 1 being read (+1 racing)
+    assert "rag-read-ahead" not in {t.name for t in threading.enumerate()}  # it ended
+
+
+def test_files_are_read_on_a_thread_only_beside_a_remote_embedder(
+    tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A local embedder keeps both cores busy (reading beside it was slower), so files are
+    read in turn; with one elsewhere (--embed-url) they are read meanwhile, on a thread."""
+    import threading
+
+    from rag import loaders
+    from rag.config import EmbedSettings
+    from rag.embeddings import make_embedder
+
+    readers: list[str] = []
+    load = loaders.load_file
+
+    def spy(*args: object, **kwargs: object) -> object:
+        readers.append(threading.current_thread().name)
+        return load(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loaders, "load_file", spy)
+    local = make_embedder(EmbedSettings())
+    Rag(settings_for(tmp_path / "a"), embedder=local).ingest([corpus])
+    assert readers and set(readers) == {threading.current_thread().name}
+
+    class Remote:  # the bundled model, as if behind an endpoint
+        runs_here = False
+        name, dim, max_tokens, query_prefix = local.name, local.dim, local.max_tokens, ""
+        token_offsets, embed = local.token_offsets, local.embed
+
+    readers.clear()
+    report = Rag(settings_for(tmp_path / "b"), embedder=Remote()).ingest([corpus])
+    assert set(readers) == {"rag-read-ahead"} and report.chunks_total > 0

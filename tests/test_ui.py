@@ -357,6 +357,7 @@ def test_a_document_without_a_title_is_named_by_its_opening_words() -> None:
     assert display_title("/d/a.txt", "Real Title", "anything") == "Real Title"
     assert display_title("/d/a.txt", "a", "\n\n  A short note\nmore") == "A short note"
     assert display_title("/d/a.txt", "a", "") == "a"  # nothing better: the file's name
+    assert display_title("/d/a.txt", "a", " " * 5000 + "-" * 120 + "\nReal words") == "Real words"
     # the Sources panel uses the index's titles (files()), not the chunk's embedded one
     hit = _hit("Some text.", source="/docs/003_bfe.txt", page=None)
     hit = Hit(replace(hit.chunk, title="003_bfe"), score=0.5, rank=1)

@@ -11,7 +11,7 @@ import gradio as gr
 
 from ..config import MODES
 from ..conversations import Conversations, add_feedback
-from ..errors import IndexMissing
+from ..errors import IndexMissing, RagError
 from ..types import Answer, Draft, IngestReport
 from . import render
 from .assets import COPY_JS, CSS, HEAD
@@ -293,7 +293,7 @@ def build_app(engine: Engine) -> gr.Blocks:
             yield (
                 gr.skip(),
                 msgs,
-                render.sources_html(turns_, _titles(engine)),
+                render.sources_html(turns_, _titles(engine, turns_)),
                 turns_,
                 hist,
                 render.answer_markdown(answer),
@@ -372,7 +372,7 @@ def build_app(engine: Engine) -> gr.Blocks:
                 msgs += [{"role": "user", "content": render.plain(a.question)},
                          {"role": "assistant", "content": render.answer_html(a, n)}]  # fmt: skip
             md = render.answer_markdown(conv.answers[-1]) if conv.answers else ""
-            panel = render.sources_html(turns_, _titles(engine))
+            panel = render.sources_html(turns_, _titles(engine, turns_))
             return msgs, panel, turns_, conv.history(), md, cid, gr.skip()
 
         conv_open.click(open_conversation, conv_pick, conv_outputs, api_name=False)
@@ -442,12 +442,12 @@ def build_app(engine: Engine) -> gr.Blocks:
 
         def documents() -> tuple[Any, ...]:
             """The documents table, the delete menu, the header and the Status tab, refreshed."""
-            files = engine.files()
-            rows, order = render.documents_rows(files, engine.docs_dir)
+            files, titles = engine.files(), engine.titles()
+            rows, order = render.documents_rows(files, engine.docs_dir, titles)
             choices = [(f"{Path(src).name} — {Path(src).parent}", src) for src in order]
             indexed = [src for src in order if files[src].status == "indexed"]
             # chosen documents stay chosen while they are indexed
-            searchable = [(render.doc_label(src, files[src].title), src) for src in indexed]
+            searchable = [(render.doc_label(src, titles.get(src)), src) for src in indexed]
             info = _index_info(engine)
             return (
                 rows,
@@ -589,12 +589,14 @@ def configured_llm(settings: Any) -> LLMChoice:
 # --- helpers ---------------------------------------------------------------------------
 
 
-def _titles(engine: Engine) -> dict[str, str | None]:
-    """source → the title to show for it; none when the index cannot be read (the panel
-    then names passages by their chunks' titles: it must show whatever happens)."""
+def _titles(engine: Engine, turns: list[tuple[int, Answer]]) -> dict[str, str]:
+    """source → the title to show, for the passages of these turns; none when the index
+    cannot be read (the panel then names passages by their chunks' titles)."""
+    sources = {c.hit.chunk.source for _, a in turns for c in a.citations}
+    sources |= {h.chunk.source for _, a in turns for h in a.hits}
     try:
-        return {source: row.title for source, row in engine.files().items()}
-    except Exception:
+        return engine.titles(sorted(sources))
+    except RagError:
         return {}
 
 

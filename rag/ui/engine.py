@@ -85,6 +85,11 @@ class Engine:
             rag = self._local.rag = Rag(self.settings, embedder=embedder, reranker=self._reranker)
         return rag
 
+    def embedder(self) -> Any:
+        """The embedder every question thread shares (loaded on first need; raises
+        EmbeddingError when it cannot be had, e.g. an --embed-url that is down)."""
+        return self._shared_embedder()
+
     def _shared_embedder(self) -> Any:
         with self._embedder_lock:
             if self._embedder is None:
@@ -184,6 +189,10 @@ class Engine:
     def files(self) -> dict[str, Any]:
         """Every file the index knows: source → FileRow (status, chunks, reason)."""
         return self.run("ask", lambda rag: rag.files())
+
+    def titles(self, sources: Sequence[str] | None = None) -> dict[str, str]:
+        """source → the title to show (its own, else its opening words)."""
+        return self.run("ask", lambda rag: rag.titles(sources))
 
     def status(self) -> dict[str, Any]:
         return self.run("ask", lambda rag: rag.status())

@@ -251,14 +251,16 @@ def where(chunk: Chunk) -> str:
     return f"{Path(chunk.source).name}{page}"
 
 
-def documents_rows(files: dict[str, Any], docs_dir: Path) -> tuple[list[list[Any]], list[str]]:
+def documents_rows(
+    files: dict[str, Any], docs_dir: Path, titles: Mapping[str, str] | None = None
+) -> tuple[list[list[Any]], list[str]]:
     """Rows of the documents table (title, file, folder, status, chunks, note) and their
-    sources."""
+    sources. `titles`: the titles to show (the index's `titles()`), else the files' own."""
     rows, order = [], []
     for source, row in sorted(files.items(), key=lambda kv: (Path(kv[0]).name.casefold(), kv[0])):
         p = Path(source)
         folder = "documents" if p.parent == docs_dir.resolve() else str(p.parent)
-        title = " ".join((row.title or "").split())
+        title = " ".join(((titles or {}).get(source) or row.title or "").split())
         rows.append([_snippet(title, 80), p.name, folder, row.status, row.chunks, row.reason or ""])
         order.append(source)
     return rows, order
