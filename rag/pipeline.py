@@ -366,13 +366,13 @@ class Rag:
 
         group: list[tuple[Document, list[Chunk]]] = []
         try:
-            # closing() stops the reader thread on any way out, Ctrl-C included
             # read ahead on a thread only when the embedder works elsewhere, to hide reading
             # behind its network round trips; a local one keeps both cores busy and reading
             # is ~5% of a local ingest: a thread beside it measured 0.88× and 1.03× in two
             # runs (bench/ingest_overlap.py), nothing to gain for a second thread
             ahead = not getattr(self.embedder, "runs_here", True)
             reader = _read_ahead(todo, read) if ahead else _read_in_turn(todo, read)
+            # closing() stops a reader thread on any way out, Ctrl-C included
             with contextlib.closing(reader) as files_read:
                 for n, ((path, source, _old), got) in enumerate(files_read, start=1):
                     if progress:
