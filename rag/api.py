@@ -193,9 +193,11 @@ def build_api(engine: Engine, *, api_key: str | None, configured: LLMChoice,
         ingest with `rag ingest --embed-url http://THIS-HOST:PORT/v1`. Texts past the
         model's 256 tokens are cut, as when rag embeds its chunks."""
         texts = [req.input] if isinstance(req.input, str) else req.input
-        if not texts or len(texts) > MAX_EMBED_INPUTS:
-            raise ApiError(400, f"`input` must hold 1 to {MAX_EMBED_INPUTS} texts; "
-                           f"got {len(texts)}: send them in batches")  # fmt: skip
+        if not texts or not all(texts):
+            raise ApiError(400, "`input` must be a text or a list of texts, none of them empty")
+        if len(texts) > MAX_EMBED_INPUTS:
+            raise ApiError(400, f"`input` holds {len(texts)} texts, more than "
+                           f"{MAX_EMBED_INPUTS}: send them in batches")  # fmt: skip
         if req.encoding_format not in ("float", "base64"):
             raise ApiError(400, f"encoding_format {req.encoding_format!r}: use float or base64")
         embedder = engine.embedder()
@@ -204,7 +206,9 @@ def build_api(engine: Engine, *, api_key: str | None, configured: LLMChoice,
             raise ApiError(404, f"no embedding model {req.model!r}: this server embeds with "
                            f"{name!r}", "model_not_found")  # fmt: skip
         if req.dimensions not in (None, embedder.dim):
-            raise ApiError(400, f"dimensions {req.dimensions}: {name} makes {embedder.dim}")
+            dim = embedder.dim
+            raise ApiError(400, f"dimensions {req.dimensions}: {name} makes {dim}-d vectors "
+                           f"only; send {dim} or leave `dimensions` out")  # fmt: skip
         # the model reads 256 tokens: a longer text is cut here, before tokenizing all of it
         texts = [t[: embedder.max_tokens * 16] for t in texts]
         release = slot()

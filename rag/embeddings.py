@@ -186,6 +186,7 @@ class OpenAIEmbedder:
         # a rag server embedding with bge-small: questions need its instruction, as locally
         self.query_prefix = BGE_QUERY_PREFIX if model == BGE_SMALL else ""
         self._model = model
+        self._url = url
         self.max_tokens = 256
         self.batch_size = batch_size
         self.dim = int(self.embed(["dimension probe"]).shape[1])
@@ -202,9 +203,16 @@ class OpenAIEmbedder:
             try:
                 resp = self._client.embeddings.create(model=self._model, input=batch)
             except Exception as e:
+                import openai
+
+                if isinstance(e, openai.AuthenticationError):
+                    raise EmbeddingError(
+                        f"the embeddings endpoint {self._url} refused the key (HTTP 401): set "
+                        "OPENAI_API_KEY to its key (for `rag serve`, the one it was started with)"
+                    ) from e
                 raise EmbeddingError(
-                    f"the embeddings endpoint failed ({type(e).__name__}: {e}); "
-                    "check --embed-url or drop it to use the bundled model"
+                    f"the embeddings endpoint {self._url} failed ({type(e).__name__}: {e}); "
+                    "check that it is up and that --embed-url is right"
                 ) from e
             rows.extend(d.embedding for d in sorted(resp.data, key=lambda d: d.index))
             if progress:

@@ -403,7 +403,8 @@ class Index:
             # "openai:NAME@URL": embedded by an endpoint, which the run must name again
             if remote := re.fullmatch(r"openai:(.+?)@(https?://\S+)", str(built.get("model"))):
                 model = f" --embed-model {remote[1]}" if remote[1] != EmbedSettings().model else ""
-                same = f"pass `--embed-url {remote[2]}{model}`"
+                same = (f"run it as `rag --index {settings.index_dir} --embed-url "
+                        f"{remote[2]}{model} COMMAND …`")  # fmt: skip
             problems.append(
                 f"embedding model {built.get('model')} ({built.get('dim')}d), "
                 f"this run uses {embedder_name} ({dim}d)"

@@ -264,7 +264,11 @@ def test_embeddings_endpoint_gives_the_bundled_models_vectors(api: tuple[str, Pa
     status, body = _post(base, "/embeddings", {"input": "x", "model": "text-embedding-3-small"})
     assert status == 404 and "this server embeds with 'minilm-int8'" in body["error"]["message"]
     status, body = _post(base, "/embeddings", {"input": []})
+    assert status == 400 and "none of them empty" in body["error"]["message"]
+    status, body = _post(base, "/embeddings", {"input": ["x"] * 2049})
     assert status == 400 and "send them in batches" in body["error"]["message"]
+    status, body = _post(base, "/embeddings", {"input": "x", "dimensions": 10})
+    assert status == 400 and "send 384 or leave `dimensions` out" in body["error"]["message"]
 
 
 @pytest.mark.slow
@@ -293,7 +297,10 @@ def test_ingest_with_embed_url_against_our_server(api: tuple[str, Path], tmp_pat
     r = run_rag("ask", QUESTION, index=index)
     assert r.code != 0
     assert "embedding model openai:minilm-int8@" in r.err and "ingest --rebuild" in r.err
-    assert f"or pass `--embed-url {base}`" in r.err
+    assert f"or run it as `rag --index {index} --embed-url {base} COMMAND …`" in r.err
+    r = run_rag("--embed-url", base, "search", "-k", "1", QUESTION, index=index,
+                env={"OPENAI_API_KEY": ""})  # no key  # fmt: skip
+    assert r.code != 0 and "refused the key (HTTP 401): set OPENAI_API_KEY" in r.err
 
 
 def _local_seeds(tmp_path: Path) -> Path:
