@@ -84,7 +84,7 @@ def sources_html(
     turns: Sequence[tuple[int, Answer]], titles: Mapping[str, str | None] | None = None
 ) -> str:
     """The sources panel: the newest answer's passages first; older answers folded.
-    `titles`: source → the title to show (the index's `files()`), else the chunks' own."""
+    `titles`: source → the title to show (the index's `titles()`), else the chunks' own."""
     if not turns:
         return (
             '<div class="empty">Ask a question: the passages each answer cites appear here, '
