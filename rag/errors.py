@@ -47,6 +47,10 @@ class IndexDamaged(RagError):
     """Part of the index (catalog, vectors) is unreadable; the message names the repair."""
 
 
+class ManifestDamaged(IndexDamaged):
+    """manifest.json is missing, unreadable or hand-edited; `doctor --repair` restores it."""
+
+
 class IndexBusy(RagError):
     """Another process is writing to the index (it holds the index's write lock)."""
 

@@ -7,7 +7,10 @@ newlines normalised to "\\n".
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import logging
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -16,6 +19,8 @@ from typing import Any, NamedTuple
 from .config import LoadSettings
 from .errors import UsageError
 from .types import Document, Skipped
+
+log = logging.getLogger(__name__)
 
 TEXT_TYPES = {".txt", ".text", ".rst", ".md", ".markdown"}
 HTML_TYPES = {".html", ".htm", ".xhtml"}
@@ -56,6 +61,12 @@ def discover(paths: Iterable[Path]) -> Discovered:
             raise UsageError(f"no such file or folder: {given} (check the path)")
         if path.is_file():
             candidates: Iterable[Path] = [path]
+            if path.is_symlink():
+                log.warning(
+                    "%s is a link: indexed as its target %s, which stays indexed when the "
+                    "link is removed (forget it with `rag delete %s`)",
+                    path, source_name(path), source_name(path),
+                )  # fmt: skip
         else:
             root = path.resolve()
             candidates = []
@@ -63,7 +74,18 @@ def discover(paths: Iterable[Path]) -> Discovered:
                 if any(s.startswith(".") for s in p.relative_to(path).parts):
                     continue
                 if p.is_symlink() and not p.exists():
-                    outside.append(Skipped(str(p.absolute()), "a broken link: its target is gone"))
+                    reason = ("a link loop: it leads back to itself" if _loops(p)
+                              else "a broken link: its target is gone")  # fmt: skip
+                    outside.append(Skipped(str(p.absolute()), reason))
+                    continue
+                if p.is_symlink() and p.is_dir():
+                    # not walked (its files would be keyed by paths outside the folder);
+                    # a link to a folder inside is walked as that folder already
+                    target = p.resolve()
+                    if not target.is_relative_to(root):
+                        outside.append(Skipped(str(p.absolute()), (
+                            f"a link to the folder {target}/, outside {root}/: not followed "
+                            "(ingest that folder by its own path to index it)")))  # fmt: skip
                     continue
                 if not p.is_file():
                     continue
@@ -90,6 +112,14 @@ def discover(paths: Iterable[Path]) -> Discovered:
             seen.add(key)
             unique.append(p)
     return Discovered(unique, [source_name(p) for p in unsupported], outside)
+
+
+def _loops(link: Path) -> bool:
+    try:
+        os.stat(link)
+    except OSError as e:
+        return e.errno == errno.ELOOP
+    return False
 
 
 def source_name(path: Path) -> str:

@@ -97,12 +97,17 @@ class Rag:
         """Make the index whole again: rebuild a lost catalog from the vectors, re-embed the
         passages whose vectors are missing (from the catalog's text: no file is read), sweep
         orphan vectors, rebuild the keyword index. Takes the write lock."""
-        from .errors import IndexDamaged
+        from .errors import IndexDamaged, ManifestDamaged
         from .store import Index, write_lock
 
         def open_index() -> Any:
-            return Index.open(self.settings.store, embedder_name=self.embedder.name,
-                              dim=self.embedder.dim)  # fmt: skip
+            try:
+                return Index.open(self.settings.store, embedder_name=self.embedder.name,
+                                  dim=self.embedder.dim)  # fmt: skip
+            except ManifestDamaged:  # the catalog is not to blame: restore the manifest
+                self._restore_manifest()
+                return Index.open(self.settings.store, embedder_name=self.embedder.name,
+                                  dim=self.embedder.dim)  # fmt: skip
 
         def set_aside_and_reopen() -> None:
             if self._index is not None:
@@ -123,6 +128,12 @@ class Rag:
             except IndexDamaged:  # damage inside the catalog file, found by its own check
                 set_aside_and_reopen()
                 return self._repair(self._index, full=full)
+
+    def _restore_manifest(self) -> None:
+        from .store import Index
+
+        Index.restore_manifest(self.settings.store, embedder_name=self.embedder.name,
+                               dim=self.embedder.dim, chunk=self.settings.chunk)  # fmt: skip
 
     def _repair(self, index: Any, *, full: bool, sweep: bool = True) -> dict[str, int]:
         from .errors import ChromaTimeout, DiskFull, StoreError
@@ -169,9 +180,11 @@ class Rag:
         return self._retriever
 
     def index_exists(self) -> bool:
-        from .store import read_manifest
+        from .store import CATALOG, MANIFEST
 
-        return read_manifest(self.settings.store.index_dir) is not None
+        # a catalog without its manifest is an index too: opening it says how to restore it
+        directory = Path(self.settings.store.index_dir)
+        return (directory / MANIFEST).is_file() or (directory / CATALOG).is_file()
 
     # --- ingest ------------------------------------------------------------------------
 
@@ -263,14 +276,19 @@ class Rag:
             if rebuild:
                 self._wipe()
             if self.index_exists():
-                from .errors import IndexDamaged
+                from .errors import IndexDamaged, ManifestDamaged
 
                 def open_index() -> Any:
                     return Index.open(settings.store, embedder_name=self.embedder.name,
                                       dim=self.embedder.dim, chunk=settings.chunk)  # fmt: skip
 
                 try:
-                    index = open_index()
+                    try:
+                        index = open_index()
+                    except ManifestDamaged as e:  # an ingest writes it anyway: restore it
+                        log.warning("%s", str(e).partition(": restore")[0])
+                        self._restore_manifest()
+                        index = open_index()
                 except IndexDamaged:
                     if not repair:
                         raise
@@ -413,10 +431,14 @@ class Rag:
 
     def _wipe(self) -> None:
         """Delete the index (the folder's generated files) for a rebuild."""
+        from .errors import ManifestDamaged
         from .store import CATALOG, MANIFEST, Index, read_manifest
 
         directory = Path(self.settings.store.index_dir)
-        manifest = read_manifest(directory) if directory.exists() else None
+        try:
+            manifest = read_manifest(directory) if directory.exists() else None
+        except ManifestDamaged:
+            manifest = None  # its Chroma folder is deleted below
         if self._index is not None:
             self._index.close()
         self._index = self._retriever = None
@@ -435,6 +457,11 @@ class Rag:
                 SharedSystemClient.clear_system_cache()
             finally:
                 old.close()
+        elif (directory / "chroma").is_dir():
+            shutil.rmtree(directory / "chroma", ignore_errors=True)
+            from chromadb.api.shared_system_client import SharedSystemClient
+
+            SharedSystemClient.clear_system_cache()
         for name in (MANIFEST, CATALOG, CATALOG + "-wal", CATALOG + "-shm"):
             (directory / name).unlink(missing_ok=True)
         for name in ("bm25", "bm25.tmp"):

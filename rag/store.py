@@ -37,6 +37,7 @@ from .errors import (
     IndexDamaged,
     IndexMismatch,
     IndexMissing,
+    ManifestDamaged,
     StoreError,
 )
 from .text import display_title, stemmer
@@ -391,6 +392,11 @@ class Index:
     ) -> Index:
         """An existing index; refuses one built with another embedder (or chunking, if given)."""
         manifest = read_manifest(settings.index_dir)
+        if manifest is None and (Path(settings.index_dir) / CATALOG).is_file():
+            raise ManifestDamaged(
+                f"{Path(settings.index_dir) / MANIFEST} is missing: restore it with "
+                f"`rag --index {settings.index_dir} doctor --repair` (nothing is embedded again)"
+            )
         if manifest is None:
             raise IndexMissing(
                 f"no index in {settings.index_dir}/: build one with `rag --index "
@@ -448,23 +454,50 @@ class Index:
                 f"cannot create the index folder {directory}/ ({e.strerror or e}); "
                 "choose a writable one with --index DIR"
             ) from e
-        manifest = {
-            "format": FORMAT_VERSION,
-            "embedding": {"model": embedder_name, "dim": dim},
-            "chunk": {"size": chunk.size, "overlap": chunk.overlap},
-            "chroma_url": settings.chroma_url,
-            "collection": settings.collection,
-            "versions": versions(),
-            "created": time.time(),
-            "updated": time.time(),
-            "roots": [],
-        }
-        index = cls(settings, manifest)
+        index = cls(settings, _new_manifest(settings, embedder_name, dim, chunk))
         if settings.chroma_url:
             # a server collection of the same name left by an earlier index would mix vectors
             index._drop_collection()
         index.write_manifest()
         return index
+
+    @classmethod
+    def restore_manifest(
+        cls, settings: StoreSettings, *, embedder_name: str, dim: int, chunk: ChunkSettings
+    ) -> None:
+        """Write manifest.json again from the catalog's copy of it; an index older than that
+        copy gets this run's settings, refused when its vectors are of another size."""
+        directory = Path(settings.index_dir)
+        copy: dict[str, Any] | None = None
+        with contextlib.suppress(sqlite3.DatabaseError, ValueError, ManifestDamaged):
+            uri = (directory / CATALOG).resolve().as_uri()
+            with contextlib.closing(sqlite3.connect(f"{uri}?mode=ro", uri=True)) as db:
+                row = db.execute("SELECT value FROM meta WHERE key='manifest'").fetchone()
+            copy = _checked_manifest(json.loads(row[0]), directory) if row else None
+        index = cls(settings, copy or _new_manifest(settings, embedder_name, dim, chunk))
+        try:
+            if copy is None:
+                # no copy to trust: this run's settings, if the vectors are of their size
+                log.warning("%s had no copy of its manifest: restoring it with this run's "
+                            "settings (%s)", directory, embedder_name)  # fmt: skip
+                got = index.fresh().get(limit=1, include=["embeddings"])["embeddings"]
+                if got is not None and len(got) and len(got[0]) != dim:
+                    raise IndexMismatch(
+                        f"{directory}/ holds vectors of {len(got[0])} dimensions, this run's "
+                        f"embedder {embedder_name} makes {dim}: run it with the embedder it "
+                        f"was built with, or rebuild it with `rag --index {directory} ingest "
+                        "--rebuild PATH`"
+                    )
+                index.manifest["roots"] = index._roots_from_catalog()
+            index.write_manifest()
+        finally:
+            index.close()
+        log.warning("restored %s", directory / MANIFEST)
+
+    def _roots_from_catalog(self) -> list[str]:
+        """The folders the catalog's files are in (the best guess when no manifest is left)."""
+        parents = {str(Path(r[0]).parent) for r in self._db.execute("SELECT source FROM files")}
+        return sorted(p for p in parents if not any(p.startswith(q + os.sep) for q in parents))
 
     def replaced(self) -> bool:
         """Was the catalog file deleted or replaced (a rebuild, a repair) by another process
@@ -540,12 +573,20 @@ class Index:
         )
 
     def write_manifest(self) -> None:
+        """manifest.json, and a copy in the catalog that `restore_manifest` trusts."""
         self.manifest["chunks"] = self.count_chunks()
         self.manifest["updated"] = time.time()
         self.manifest["versions"] = versions()
+        text = json.dumps(self.manifest, indent=2, sort_keys=True)
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO meta VALUES ('manifest', ?) ON CONFLICT(key) DO UPDATE "
+                "SET value = excluded.value",
+                (text,),
+            )
         tmp = self.dir / (MANIFEST + ".tmp")
         try:
-            tmp.write_text(json.dumps(self.manifest, indent=2, sort_keys=True))
+            tmp.write_text(text)
             tmp.replace(self.dir / MANIFEST)
         except OSError as e:
             raise self._write_failed(e, f"writing {self.dir / MANIFEST}") from e
@@ -815,10 +856,17 @@ class Index:
             if check != ["ok"]:
                 raise self.damaged(Exception("; ".join(check[:3])))
         chunks, vectors = self.count_chunks(), self.vector_count()
+        # vectors and a catalog that knows nothing at all (no file, not even a skipped or
+        # deleted one): the catalog was lost (deleted, or made anew after a kill), and is
+        # recovered from the vectors; deleting them as orphans would lose every passage
         lost = (
             chunks == 0
             and vectors > 0
-            and (self.catalog_was_missing or int(self.manifest.get("chunks") or 0) > 0)
+            and (
+                self.catalog_was_missing
+                or int(self.manifest.get("chunks") or 0) > 0
+                or self._db.execute("SELECT 1 FROM files LIMIT 1").fetchone() is None
+            )
         )
         if full and not lost:
             known, have = self._catalog_ids(), set(self.vector_ids())
@@ -1197,6 +1245,58 @@ class _Transaction:
         self.index._written()
 
 
+def _new_manifest(
+    settings: StoreSettings, embedder_name: str, dim: int, chunk: ChunkSettings
+) -> dict[str, Any]:
+    return {
+        "format": FORMAT_VERSION,
+        "embedding": {"model": embedder_name, "dim": dim},
+        "chunk": {"size": chunk.size, "overlap": chunk.overlap},
+        "chroma_url": settings.chroma_url,
+        "collection": settings.collection,
+        "versions": versions(),
+        "created": time.time(),
+        "updated": time.time(),
+        "roots": [],
+    }
+
+
+# what each manifest field must hold when it is there (older manifests may lack some)
+_FIELDS: dict[str, tuple[type, ...]] = {
+    "format": (int,), "embedding": (dict,), "chunk": (dict,), "roots": (list,),
+    "collection": (str,), "chroma_url": (str, type(None)), "chunks": (int,),
+}  # fmt: skip
+_SUBFIELDS = {"embedding": ("model", "dim"), "chunk": ("size", "overlap")}
+
+
+def _checked_manifest(data: Any, index_dir: Path) -> dict[str, Any]:
+    """`data` if it is a manifest this rag can read; else ManifestDamaged naming the field."""
+    bad = None
+    if not isinstance(data, dict):
+        bad = f"holds a {type(data).__name__}, not an object"
+    else:
+        for key, types in _FIELDS.items():
+            value = data.get(key, ...)
+            if value is ... or (isinstance(value, types) and not isinstance(value, bool)):
+                continue
+            bad = f'has "{key}": {json.dumps(value)[:40]}'
+            break
+        for key, subs in _SUBFIELDS.items():
+            value = data.get(key, {})
+            for sub in subs:
+                want = str if sub == "model" else int
+                if bad is None and not isinstance(value.get(sub), want):
+                    bad = f'has "{key}.{sub}": {json.dumps(value.get(sub))[:40]}'
+        if bad is None and not all(isinstance(r, str) for r in data.get("roots", [])):
+            bad = '"roots" that are not all paths'
+    if bad is not None:
+        raise ManifestDamaged(
+            f"{Path(index_dir) / MANIFEST} {bad}: restore it with `rag --index {index_dir} "
+            "doctor --repair` (nothing is embedded again)"
+        )
+    return data
+
+
 def read_manifest(index_dir: Path) -> dict[str, Any] | None:
     path = Path(index_dir) / MANIFEST
     if not path.is_file():
@@ -1204,9 +1304,8 @@ def read_manifest(index_dir: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as e:  # ValueError: bad JSON, bad UTF-8
-        raise IndexDamaged(
-            f"{path} is unreadable ({type(e).__name__}): delete that one file and run "
-            f"`rag --index {index_dir} ingest PATH` (the catalog and the vectors are kept "
-            "and reused; nothing is embedded again)"
+        raise ManifestDamaged(
+            f"{path} is unreadable ({type(e).__name__}): restore it with `rag --index "
+            f"{index_dir} doctor --repair` (nothing is embedded again)"
         ) from e
-    return data if isinstance(data, dict) else None
+    return _checked_manifest(data, Path(index_dir))

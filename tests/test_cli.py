@@ -327,14 +327,21 @@ def test_a_link_to_a_file_outside_the_folder_is_not_followed(tmp_path: Path) -> 
     (docs / ".hidden" / "h.txt").write_text("A hidden note about the Zephyr lighthouse.\n")
     (docs / "peek.txt").symlink_to(docs / ".hidden" / "h.txt")  # hidden, as its target is
     (docs / "broken.txt").symlink_to(tmp_path / "gone.txt")
+    (docs / "loop.txt").symlink_to(docs / "loop.txt")
+    (docs / "away").symlink_to(elsewhere)  # a folder outside: listed, not walked
+    (docs / "sub").mkdir()
+    (docs / "sub" / "up").symlink_to(docs)  # a folder inside: its files are found once
     index = tmp_path / "idx"
     r = run_rag("ingest", str(docs), "--json", index=index)
     assert r.code == 0, r.err
     report = json.loads(r.out)
     assert report["documents_total"] == 1 and len(report["added"]) == 1
-    broken, skipped = report["skipped"]
+    away, broken, skipped, loop = report["skipped"]
     assert skipped["source"].endswith("link.txt") and "outside" in skipped["reason"]
     assert broken["source"].endswith("broken.txt") and "broken link" in broken["reason"]
+    assert loop["source"].endswith("loop.txt") and "link loop" in loop["reason"]
+    assert away["source"].endswith("away") and "the folder" in away["reason"]
+    assert "by its own path" in away["reason"]
     r = run_rag("ingest", str(docs), index=index)
     assert "link.txt: a link to" in r.out and "ingest that file by name" in r.out
     r = run_rag("search", "vault combination Mara Quist", "--json", index=index)
@@ -342,3 +349,5 @@ def test_a_link_to_a_file_outside_the_folder_is_not_followed(tmp_path: Path) -> 
     # by name it is indexed
     r = run_rag("ingest", str(docs / "link.txt"), "--json", index=index)
     assert r.code == 0 and json.loads(r.out)["documents_total"] == 2, r.out
+    # ... as its target, which outlives the link: the user is told how to forget it
+    assert "stays indexed when the link is removed" in r.err and "rag delete " in r.err

@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -459,17 +460,96 @@ def test_unreadable_vectors_are_set_aside_and_reembedded(seeded: tuple[Path, Pat
     assert r.code == 0 and json.loads(r.out)["hits"]
 
 
-def test_a_damaged_manifest_names_the_fix_that_keeps_everything(
-    seeded: tuple[Path, Path],
+def _damage_manifest(index: Path, how: str) -> None:
+    path = index / "manifest.json"
+    if how == "deleted":
+        path.unlink()
+    elif how == "garbage":
+        path.write_bytes(b"\xff\xfe garbage")
+    else:  # a hand edit: one field set to null
+        data = json.loads(path.read_text())
+        data[how] = None
+        path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("how", ["garbage", "embedding", "roots", "deleted"])
+def test_a_damaged_manifest_is_restored_from_the_catalog_and_nothing_is_lost(
+    seeded: tuple[Path, Path], how: str
 ) -> None:
     index, docs = seeded
-    (index / "manifest.json").write_bytes(b"\xff\xfe garbage")
+    assert run_rag("delete", "003_*", index=index).code == 0  # a deletion to keep
+    manifest = json.loads((index / "manifest.json").read_text())
+    _damage_manifest(index, how)
     r = run_rag("ask", QUESTION, index=index)
     assert r.code == 1 and r.err.count("\n") == 1 and "unexpected" not in r.err, r.err
-    assert "delete that one file" in r.err
-    (index / "manifest.json").unlink()
+    assert "manifest.json" in r.err and "doctor --repair" in r.err
+
+    code, health = _doctor(index, "--repair")
+    assert code == 0 and health["ok"], health
+    # the catalog was not to blame: it is kept, with the deletion it remembers
+    assert not list(index.glob("catalog.sqlite*.damaged-*"))
+    assert not list(index.glob("chroma.damaged-*"))
+    restored = json.loads((index / "manifest.json").read_text())
+    for key in ("embedding", "chunk", "roots", "collection", "format"):
+        assert restored[key] == manifest[key], key
     r = run_rag("ingest", str(docs), "--json", index=index)
-    assert r.code == 0 and json.loads(r.out)["chunks_added"] == 0  # nothing embedded again
+    report = json.loads(r.out)
+    assert r.code == 0 and report["chunks_added"] == 0 and len(report["excluded"]) == 1
+
+
+def test_an_ingest_restores_a_damaged_manifest_itself(seeded: tuple[Path, Path]) -> None:
+    index, docs = seeded
+    _damage_manifest(index, "garbage")
+    r = run_rag("ingest", str(docs), "--json", index=index)
+    assert r.code == 0 and json.loads(r.out)["chunks_added"] == 0, r.err
+    assert "restored" in r.err and not list(index.glob("catalog.sqlite*.damaged-*"))
+
+
+def test_an_old_index_without_a_copy_gets_this_runs_settings(seeded: tuple[Path, Path]) -> None:
+    index, docs = seeded
+    with contextlib.closing(sqlite3.connect(index / "catalog.sqlite")) as db, db:
+        db.execute("DELETE FROM meta WHERE key = 'manifest'")  # as before the copy existed
+    _damage_manifest(index, "garbage")
+    code, health = _doctor(index, "--repair")
+    assert code == 0 and health["ok"], health
+    restored = json.loads((index / "manifest.json").read_text())
+    assert restored["roots"] == [str(docs.resolve())]  # the folder its files are in
+    r = run_rag("ask", QUESTION, "--json", index=index)
+    assert r.code == 0 and "550 billion" in json.loads(r.out)["answer"]
+
+
+def test_restoring_without_a_copy_refuses_vectors_of_another_size(
+    seeded: tuple[Path, Path],
+) -> None:
+    from rag.config import ChunkSettings
+    from rag.errors import IndexMismatch
+    from rag.store import Index
+
+    index, _ = seeded
+    with contextlib.closing(sqlite3.connect(index / "catalog.sqlite")) as db, db:
+        db.execute("DELETE FROM meta WHERE key = 'manifest'")
+    (index / "manifest.json").unlink()
+    store = settings_for(index).store
+    with pytest.raises(IndexMismatch, match=r"384 dimensions.*makes 768.*--rebuild"):
+        Index.restore_manifest(store, embedder_name="other", dim=768, chunk=ChunkSettings())
+    assert not (index / "manifest.json").exists()  # nothing written on a refusal
+
+
+def test_a_killed_first_ingest_then_a_lost_catalog_is_recovered_not_swept(
+    seeded: tuple[Path, Path],
+) -> None:
+    index, _ = seeded
+    # a first ingest killed before its manifest counted any passage, then the catalog lost;
+    # the next reader makes an empty catalog, which used to make every vector an orphan
+    path = index / "manifest.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "chunks": 0}))
+    for f in index.glob("catalog.sqlite*"):
+        f.unlink()
+    run_rag("ask", QUESTION, index=index)
+    assert (index / "catalog.sqlite").is_file()
+    code, health = _doctor(index, "--repair")
+    assert code == 0 and health["repaired"]["recovered"] == health["chunks"] > 0, health
+    assert health["repaired"]["orphans"] == 0 and health["vectors"] == health["chunks"]
 
 
 def test_a_vanished_folder_is_removed_and_rag_delete_removes_by_glob(
