@@ -31,6 +31,10 @@ KOREA = "What did Korea pledge to invest in the United States?"
         ("How many bikes does Beta have?", "and stations?",
          "What about stations (many bikes Beta)?"),
         ("What did Japan pledge?", "Why?", "Why (Japan pledge)?"),
+        # who someone is: a full name for a full name, not a place for a person
+        ("Who is Anthony Kim?", "and Victor Cha?", "Who is Victor Cha?"),
+        ("Who is Anthony Kim?", "and Korea?", "What about Korea (Anthony Kim)?"),
+        ("Who did Korea meet?", "and Japan?", "Who did Japan meet?"),
         # a question with its own subject is left alone
         (KOREA, "Where did Draudt-Véjares get her PhD?", "Where did Draudt-Véjares get her PhD?"),
         (KOREA, "Who is Anthony Kim?", "Who is Anthony Kim?"),

@@ -2,7 +2,8 @@
 
 A rule decides whether a question is a follow-up, and rewrites it:
   - "and X?" / "what about X?" where X is a name: X takes the place of the previous
-    question's first name ("What did Italy spend…?" + "and Spain?" → "What did Spain spend…?");
+    question's first name ("What did Italy spend…?" + "and Spain?" → "What did Spain spend…?"),
+    except a one-word name for a full one in a "who" question (a place is not a person);
   - "its"/"their"/… with no name of its own: the previous question's first name owns it;
   - any other follow-up without a subject of its own (a pronoun, or at most two content
     words and no name): the previous question's content words are added in parentheses.
@@ -84,7 +85,13 @@ def rewrite_by_rule(previous: str, question: str) -> str:
         return question  # it has a subject of its own
     prev_names = _names(previous, skip_first=True)
     core = rest.rstrip(" ?.!")
-    if lead and names and prev_names and _only_names(core):
+    if (
+        lead
+        and names
+        and prev_names
+        and _only_names(core)
+        and _same_kind(previous, prev_names[0], names[0])
+    ):
         swapped = previous.replace(prev_names[0], names[0], 1)
         if swapped != previous:
             return swapped
@@ -96,6 +103,15 @@ def rewrite_by_rule(previous: str, question: str) -> str:
     if not context:
         return question
     return _sentence(lead, f"{core} ({' '.join(context)})")
+
+
+def _same_kind(previous: str, old: str, new: str) -> bool:
+    """May `new` take `old`'s place? Not in a question about who someone is, when one is a
+    full name and the other one word ("Who is Anthony Kim?" + "and Korea?"): without a model
+    a person cannot be told from a place, so the follow-up keeps both instead."""
+    if not previous.lstrip().lower().startswith("who"):
+        return True
+    return (" " in old.strip()) == (" " in new.strip())
 
 
 def _sentence(lead: re.Match[str] | None, core: str) -> str:
