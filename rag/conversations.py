@@ -49,6 +49,7 @@ def answer_to_json(a: Answer) -> dict[str, Any]:
         "mode": a.mode,
         "warnings": list(a.warnings),
         "standalone_question": a.standalone_question,
+        "searched": a.searched,
         "citations": [
             {"n": c.n, "quote": c.quote, "supported": c.supported, "hit": _hit_json(c.hit)}
             for c in a.citations
@@ -70,6 +71,7 @@ def answer_from_json(d: dict[str, Any]) -> Answer:
         hits=[_hit_from(h) for h in d.get("hits", [])],
         warnings=list(d.get("warnings", [])),
         standalone_question=d.get("standalone_question"),
+        searched=d.get("searched"),
     )
 
 

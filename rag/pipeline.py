@@ -590,6 +590,7 @@ class Rag:
                 if isinstance(piece, Answer):
                     piece.question = question
                     piece.standalone_question = standalone if standalone != question else None
+                    piece.searched = list(sources) if sources else None
                     piece.timings = {**timings, **piece.timings}
                 yield piece
         finally:

@@ -111,6 +111,7 @@ class Answer:
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     standalone_question: str | None = None  # set when a follow-up was rewritten
+    searched: list[str] | None = None  # answered only from these documents (None: all)
     # how strongly the chosen sentences answer: similarity and word overlap (extractive.py),
     # and the cross-encoder's logit when it judged them; None: nothing was chosen / judged
     evidence: float | None = None
@@ -134,6 +135,8 @@ class Answer:
             out["closest"] = [h.to_json() for h in self.hits[:3]]
         if self.standalone_question:
             out["standalone_question"] = self.standalone_question
+        if self.searched is not None:
+            out["searched"] = list(self.searched)
         if self.evidence is not None:
             out["evidence"] = round(self.evidence, 3)
         if self.judged is not None:

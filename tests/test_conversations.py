@@ -27,9 +27,11 @@ from .conftest import run_rag
 
 @pytest.fixture(scope="module")
 def answers(seeds_rag: Rag) -> list:
+    essays = [s for s in seeds_rag.files() if Path(s).name.startswith("000_")]
     return [
         seeds_rag.ask("How much did Japan pledge to the United States?"),
         seeds_rag.ask("What was Korea's unemployment rate in 2023?"),  # refused
+        seeds_rag.ask("What did Korea pledge?", sources=essays),  # one document searched
     ]
 
 
@@ -37,9 +39,12 @@ def test_an_answer_survives_the_round_trip_as_it_was_shown(answers: list) -> Non
     for a in answers:
         back = answer_from_json(json.loads(json.dumps(answer_to_json(a))))
         assert (back.answer, back.refused, back.mode) == (a.answer, a.refused, a.mode)
+        assert back.searched == a.searched
         assert [c.hit.chunk.text for c in back.citations] == [c.hit.chunk.text for c in a.citations]
         # the Sources panel renders the same passages, quotes marked, for the reopened turn
         assert render.sources_html([(1, back)]) == render.sources_html([(1, a)])
+    assert [a.searched is None for a in answers] == [True, True, False]
+    assert "Searched only in: 000_" in render.sources_html([(1, answers[2])])
 
 
 def test_conversations_are_saved_listed_reopened_and_deleted(tmp_path: Path, answers: list) -> None:
@@ -66,7 +71,7 @@ def test_conversations_are_saved_listed_reopened_and_deleted(tmp_path: Path, ans
 
 def test_feedback_becomes_eval_questions(tmp_path: Path, answers: list, seeds_index: Path) -> None:
     index = tmp_path / "idx"
-    right, refused = answers
+    right, refused = answers[:2]
     add_feedback(index, right, good=True)
     add_feedback(index, refused, good=False, note="Not in the documents: they give no rate.")
     add_feedback(index, right, good=False, note="It should say over how many years.",

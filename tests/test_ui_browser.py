@@ -535,6 +535,180 @@ def test_every_source_can_be_read_and_the_question_box_stays_reachable(
         p.close()
 
 
+# the short words (numbers, column names) of a table that are broken over two lines; a long
+# identifier may wrap in a narrow column
+SPLIT_WORDS = """(sel) => { const split = [];
+  const walk = document.createTreeWalker(document.querySelector(sel), NodeFilter.SHOW_TEXT);
+  for (let node = walk.nextNode(); node; node = walk.nextNode()) {
+    if (node.parentElement.closest(".sizing-body")) continue;  // the dataframe's hidden copy
+    for (const m of node.textContent.matchAll(/[^\\s-]+/g)) {
+      const r = document.createRange();
+      r.setStart(node, m.index);
+      r.setEnd(node, m.index + m[0].length);
+      const lines = new Set([...r.getClientRects()].filter((b) => b.width > 0)
+        .map((b) => Math.round(b.top)));
+      if (lines.size > 1 && m[0].length <= 12) split.push(m[0]);
+    }
+  }
+  return split; }"""
+# what sticks out of the window (the app clips it) and no box of its own scrolls to
+CUT_OFF = """() => { const out = [];
+  for (const e of document.querySelectorAll(".gradio-container *")) {
+    const r = e.getBoundingClientRect();
+    if (!r.width || r.right <= innerWidth + 1 || getComputedStyle(e).position === "fixed") continue;
+    const scrolls = (b) => /auto|scroll/.test(getComputedStyle(b).overflowX)
+      && b.getBoundingClientRect().right <= innerWidth + 1;
+    let box = e.parentElement;
+    while (box && !scrolls(box)) box = box.parentElement;
+    if (!box) out.push(`${e.tagName}#${e.id}.${e.className} right=${Math.round(r.right)}`);
+  }
+  return out.slice(0, 5); }"""
+
+
+def _shows(pg: Any, selector: str) -> bool:
+    """Some of the element is inside the window."""
+    return pg.evaluate(
+        """(sel) => { const r = document.querySelector(sel).getBoundingClientRect();
+        return r.height > 0 && r.top < window.innerHeight && r.bottom > 0; }""",
+        selector,
+    )
+
+
+@pytest.mark.parametrize(("width", "height"), [(1366, 768), (390, 844)], ids=["laptop", "phone"])
+def test_a_tapped_citation_shows_its_passage_over_the_original_and_leads_back(
+    browser: Any, server: Server, tmp_path: Path, width: int, height: int
+) -> None:
+    """[n] tapped while the Original tab was up did nothing (its passage was in the hidden
+    Sources tab); on a phone the jump left the question box 1,500 px up, with no way back."""
+    p = Page(browser, server, tmp_path, width=width, height=height)
+    pg = p.page
+    try:
+        p.ask(JAPAN)
+        p.ask("What did Trump say the United States would receive from Korea?")
+        pg.locator("#sources details.turn[open] a.open-original").first.click()
+        pg.wait_for_selector("#original #passage-here", timeout=30_000)
+        assert pg.locator("#sources").is_hidden()
+        cite = pg.locator("#chat a.cite").last
+        target = cite.get_attribute("href")
+        cite.click()
+        pg.wait_for_selector(f"{target}.flash", timeout=15_000)  # shown, not flashed unseen
+        pg.wait_for_timeout(1200)  # the smooth scroll
+        assert _shows(pg, f"{target} mark"), "the cited words are not on screen"
+        assert pg.evaluate("document.documentElement.scrollWidth") <= width
+        back = pg.locator("#back-to-question")
+        if width > 640:  # the Sources panel scrolled, the page did not: nothing to go back to
+            assert pg.evaluate(IN_VIEW, "#header") and pg.evaluate(IN_VIEW, "#question")
+            assert not back.is_visible()
+        else:
+            assert not _shows(pg, "#question")  # the page itself went down to the passage
+            p.shot("phone-cited-passage")
+            back.click()
+            pg.wait_for_timeout(1200)
+            for part in ("#header", "[role=tablist]", "#question"):
+                assert pg.evaluate(IN_VIEW, part), f"{part} is not back in view"
+            back.wait_for(state="hidden", timeout=5_000)
+        p.shot(f"back-{width}")
+    finally:
+        p.close()
+
+
+def test_tables_on_a_phone_scroll_in_their_own_box_with_their_words_whole(
+    browser: Any, server: Server, tmp_path: Path
+) -> None:
+    """At 390 px a Markdown table in a passage was run together as one paragraph of pipes, a
+    long URL pushed out of its card, the Status table was cut off at the window's edge and the
+    metrics table broke "1.000" over three lines."""
+    notes = tmp_path / "tariff schedule.md"
+    notes.write_text(
+        "# Quarterly Tariff Schedule\n\nThe Ostrava customs office publishes a quarterly tariff "
+        "schedule for imported bicycles, listed at https://customs.example.org/ostrava/tariffs/"
+        "2024/quarterly-schedule/imported-bicycle-frames.html for importers.\n\n"
+        "| Category | Frame material | Duty rate (percent) | Reviewed by |\n|---|---|---|---|\n"
+        "| Road | Carbon fibre composite | 14.5 | Customs Tariff Commission |\n"
+        "| Mountain | Aluminium alloy 6061 | 11.25 | Customs Tariff Commission |\n"
+        "| Cargo | Chromoly steel | 7.75 | Ministry of Trade and Industry |\n"
+    )
+    lines = [
+        line
+        for line in (ROOT / "evals" / "seeds_qa.jsonl").read_text().splitlines()
+        if '"id": "s01"' in line or '"id": "s02"' in line
+    ]
+    dataset = tmp_path / "two.jsonl"
+    dataset.write_text("\n".join(lines) + "\n")
+    p = Page(browser, server, tmp_path, width=390, height=844)
+    pg = p.page
+    try:
+        p.upload(notes)
+        assert pg.evaluate(CUT_OFF) == [], "the Documents tab is cut off"
+        assert pg.evaluate("document.documentElement.scrollWidth") <= 390
+        p.ask("What does the Ostrava customs office publish for imported bicycles?")
+        card = "#sources details.turn[open] article.src"
+        assert pg.locator(f"{card} table td", has_text="Chromoly steel").count() == 1
+        fits = pg.evaluate(
+            """(sel) => [...document.querySelectorAll(sel)].map((a) => {
+              const table = a.querySelector("table");
+              return a.scrollWidth <= a.clientWidth + 1
+                && (!table || getComputedStyle(table).overflowX === "auto"); })""",
+            card,
+        )
+        assert fits and all(fits), "a passage is wider than its card"
+        assert pg.evaluate(SPLIT_WORDS, f"{card} table") == []
+        assert pg.evaluate(CUT_OFF) == [], "the Chat tab is cut off"
+        p.shot("phone-table-passage")
+
+        p.tab("Status")
+        pg.wait_for_selector(".status-table")
+        assert pg.evaluate(CUT_OFF) == [], "the Status table is cut off"
+        assert pg.evaluate(
+            "document.querySelector('.status-table').getBoundingClientRect().right"
+        ) <= pg.evaluate("document.getElementById('status').getBoundingClientRect().right")
+
+        p.tab("Evaluation")
+        pg.set_input_files("#eval-upload input[type=file]", [str(dataset)])
+        pg.wait_for_selector("#eval-dataset input[value='Uploaded file']:checked")
+        pg.click("#eval-run")  # with the other modes: five columns
+        pg.wait_for_selector("#eval-report", state="visible", timeout=90_000)
+        assert "dense" in pg.inner_text("#eval-metrics")
+        assert pg.evaluate(SPLIT_WORDS, "#eval-metrics") == [], "metrics split mid-word"
+        assert pg.evaluate(CUT_OFF) == [], "the Evaluation tab is cut off"
+        p.shot("phone-metrics")
+    finally:
+        p.close()
+
+
+@pytest.mark.parametrize(("width", "height"), [(1366, 768), (390, 844)], ids=["laptop", "phone"])
+def test_a_document_chosen_in_search_in_is_the_only_one_answered_from(
+    browser: Any, server: Server, tmp_path: Path, width: int, height: int
+) -> None:
+    p = Page(browser, server, tmp_path, width=width, height=height)
+    pg = p.page
+    try:
+        if not pg.locator("#settings.open").count():  # a phone: the settings fold away
+            pg.locator("#settings .toggle-button").click()
+            pg.wait_for_selector("#settings.open")
+        chooser = pg.locator("#search-in input")
+        chooser.click()
+        # the essay collection, by its title (the file name is a hash)
+        pg.get_by_role("option", name=re.compile("The Korean Economy")).click()
+        pg.keyboard.press("Escape")
+        assert "The Korean Economy" in pg.inner_text("#search-in")
+        if width <= 640:
+            pg.locator("#settings .toggle-button").click()
+            pg.wait_for_selector("#settings:not(.open)")
+        # both documents speak of the pledge: only the chosen one may be cited
+        p.ask(JAPAN)
+        opened = pg.locator("#sources details.turn[open] a.open-original")
+        sources = {json.loads(a.get_attribute("data-open"))["source"] for a in opened.all()}
+        assert sources and all(Path(s).name.startswith("000_") for s in sources), sources
+        # the choice stays set from question to question (and is out of sight on a phone):
+        # each answer says it
+        note = pg.inner_text("#sources details.turn[open] .searched")
+        assert "Searched only in" in note and "The Korean Economy" in note
+        p.shot(f"search-in-{width}")
+    finally:
+        p.close()
+
+
 def test_conversations_reopen_and_feedback_is_stored(page: Page, server: Server) -> None:
     pg = page.page
     page.ask("How much did Japan pledge to the United States?")

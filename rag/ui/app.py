@@ -594,6 +594,7 @@ def _titles(engine: Engine, turns: list[tuple[int, Answer]]) -> dict[str, str]:
     cannot be read (the panel then names passages by their chunks' titles)."""
     sources = {c.hit.chunk.source for _, a in turns for c in a.citations}
     sources |= {h.chunk.source for _, a in turns for h in a.hits}
+    sources |= {s for _, a in turns for s in a.searched or ()}
     try:
         return engine.titles(sorted(sources))
     except RagError:

@@ -10,7 +10,8 @@ CSS = """
 #original { max-height: 68vh; overflow-y: auto !important; }
 #original .original-head { font-size: 0.85em; color: var(--body-text-color-subdued);
   margin-bottom: 0.5em; }
-#original .original-text { white-space: pre-wrap; font-size: 0.92em; line-height: 1.45; }
+#original .original-text { white-space: pre-wrap; font-size: 0.92em; line-height: 1.45;
+  overflow-wrap: anywhere; }
 #original .passage-here { background: #fef3c7; outline: 2px solid #f59e0b;
   border-radius: 3px; }
 #original mark { background: #fde68a; color: #111; }
@@ -32,7 +33,13 @@ CSS = """
   margin-bottom: 0.35em; overflow-wrap: anywhere; }
 #sources article.src header b { color: var(--body-text-color); }
 #sources article.src .n { font-weight: 700; color: var(--color-accent); }
-#sources .passage { white-space: pre-wrap; font-size: 0.92em; line-height: 1.45; }
+/* a long URL breaks instead of pushing the passage out of its card */
+#sources .passage { white-space: pre-wrap; font-size: 0.92em; line-height: 1.45;
+  overflow-wrap: anywhere; }
+/* a table in a passage scrolls sideways in its own box, not the whole panel, its words whole
+   (Gradio breaks table words anywhere: "C|at|e|g|or|y") */
+#sources .passage table { display: block; max-width: 100%; overflow-x: auto; }
+#sources .passage :is(th, td) { overflow-wrap: normal; word-break: normal; }
 #sources .passage.md { white-space: normal; }
 #sources .passage.md > :first-child { margin-top: 0; }
 #sources .passage.md h1, #sources .passage.md h2, #sources .passage.md h3 { font-size: 1.05em; }
@@ -53,11 +60,29 @@ CSS = """
 footer { display: none !important; }
 #confirm-delete { flex-wrap: wrap; align-items: center; }
 #confirm-delete #confirm-text { min-width: 240px; flex: 1 1 240px; }
-@media (max-width: 640px) { #sources { max-height: none; } #header { padding-left: 1.6em; } }
+#back-to-question { position: fixed; right: 12px; bottom: 12px; z-index: 50;
+  padding: 0.55em 0.9em; border-radius: 999px; border: none; font-weight: 600;
+  background: var(--button-primary-background-fill); color: var(--button-primary-text-color);
+  box-shadow: 0 2px 8px rgba(0, 0, 0, 0.25); cursor: pointer; }
+@media (max-width: 640px) {
+  #sources { max-height: none; padding-bottom: 3.5em; }  /* room above the back button */
+  #header { padding-left: 1.6em; }
+  /* the app clips what is wider than the window: a table scrolls in its own box instead,
+     its words whole ("112|0") */
+  .prose table { display: block; max-width: 100%; overflow-x: auto; }
+  .prose :is(th, td) { overflow-wrap: normal; word-break: normal; }
+  .status-table th { white-space: normal; }
+  .status-table code { overflow-wrap: anywhere; }  /* a long index path */
+  /* the metrics' column widths are shares of the table's width: at 390 px a value column
+     is 40 px, so the table keeps a readable width and scrolls */
+  :is(#eval-metrics, #eval-failures) .upload-container { overflow-x: auto !important; }
+  :is(#eval-metrics, #eval-failures) .virtual-table-viewport { min-width: 720px; }
+}
 """
 
-# Citation links jump to their passage: open its folded answer, scroll, flash it.
-# Listening on the document (capture phase) works for messages rendered at any time.
+# Citation links jump to their passage: show the Sources tab (the Original may be on top),
+# open its folded answer, scroll, flash it. Listening on the document (capture phase) works
+# for messages rendered at any time.
 HEAD = """
 <script>
 document.addEventListener("click", (event) => {
@@ -69,20 +94,59 @@ document.addEventListener("click", (event) => {
   if (!target) return;
   const fold = target.closest("details");
   if (fold) fold.open = true;
-  // the highlighted words, not the top of a long passage; inside the Sources panel when it
-  // scrolls (wide windows), so the title, the tabs and the question box stay where they are
-  const goal = target.querySelector("mark") || target;
-  const panel = document.getElementById("sources");
-  if (panel && panel.contains(goal) && panel.scrollHeight > panel.clientHeight + 1) {
-    const top = goal.getBoundingClientRect().top - panel.getBoundingClientRect().top
-      + panel.scrollTop - panel.clientHeight / 3;
-    panel.scrollTo({top: Math.max(0, top), behavior: "smooth"});
-  } else {
-    goal.scrollIntoView({behavior: "smooth", block: "center"});
+  if (!target.getClientRects().length) {  // behind the Original tab: a passage of no size
+    const tab = document.querySelector('button[role="tab"][data-tab-id="sources-tab"]');
+    if (tab) tab.click();
   }
-  target.classList.add("flash");
-  setTimeout(() => target.classList.remove("flash"), 1600);
+  let tries = 20;  // the tab is drawn a frame or two after the click
+  const jump = () => {
+    if (!target.getClientRects().length && tries-- > 0) return requestAnimationFrame(jump);
+    // the highlighted words, not the top of a long passage; inside the Sources panel when it
+    // scrolls (wide windows), so the title, the tabs and the question box stay where they are
+    const goal = target.querySelector("mark") || target;
+    const panel = document.getElementById("sources");
+    if (panel && panel.contains(goal) && panel.scrollHeight > panel.clientHeight + 1) {
+      const top = goal.getBoundingClientRect().top - panel.getBoundingClientRect().top
+        + panel.scrollTop - panel.clientHeight / 3;
+      panel.scrollTo({top: Math.max(0, top), behavior: "smooth"});
+    } else if (!onScreen(goal)) {  // a phone: the page scrolls, away from the question box
+      goal.scrollIntoView({behavior: "smooth", block: "center"});
+      backToQuestion();
+    }
+    target.classList.add("flash");
+    setTimeout(() => target.classList.remove("flash"), 1600);
+  };
+  jump();
 }, true);
+
+function onScreen(el) {
+  const r = el.getBoundingClientRect();
+  return r.top >= 0 && r.bottom <= innerHeight;
+}
+
+// "Back to the question": shown after a jump down the page, gone once the question box is
+// on screen again (by the button or by scrolling)
+let back = null, away = false;
+function backToQuestion() {
+  const question = document.getElementById("question");
+  if (!back && question) {
+    back = document.createElement("button");
+    back.id = "back-to-question";
+    back.type = "button";
+    back.textContent = "↑ Back to the question";
+    back.addEventListener("click", () => {
+      question.scrollIntoView({behavior: "smooth", block: "end"});
+    });
+    new IntersectionObserver(([seen]) => {
+      if (!seen.isIntersecting) away = true;
+      else if (away) back.hidden = true;
+    }).observe(question);
+    document.querySelector(".gradio-container").appendChild(back);
+  }
+  if (!back) return;
+  away = !onScreen(question);
+  back.hidden = false;
+}
 
 // "open the original": the passage's request to the server, through a hidden textbox
 document.addEventListener("click", (event) => {

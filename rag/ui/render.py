@@ -111,6 +111,9 @@ def _turn_html(turn: int, answer: Answer, open_: bool, titles: Mapping[str, str 
         how = ANSWERED_BY.get(answer.mode)
         if how:
             body.insert(0, f'<p class="note">{how}</p>')
+    if answer.searched:  # the "Search in" choice, which stays set from question to question
+        names = ", ".join(html.escape(doc_label(s, titles.get(s))) for s in answer.searched)
+        body.insert(0, f'<p class="note searched">Searched only in: {names}</p>')
     for w in answer.warnings:
         body.insert(0, f'<p class="warning">⚠ {html.escape(w)}</p>')
     return (
@@ -221,7 +224,7 @@ _OPEN, _CLOSE = "\ue000", "\ue001"  # private-use characters: never in a documen
 
 def highlight_markdown(text: str, quote: str) -> tuple[str, bool]:
     """A Markdown passage rendered safely (raw HTML shown as text, no images fetched, links
-    checked by markdown-it), with the quote in <mark> as in `highlight`."""
+    checked by markdown-it; tables as tables), with the quote in <mark> as in `highlight`."""
     from markdown_it import MarkdownIt
 
     spans, found = _quote_spans(text, quote)
@@ -230,7 +233,7 @@ def highlight_markdown(text: str, quote: str) -> tuple[str, bool]:
         pieces += [text[pos:start], _OPEN, text[start:end], _CLOSE]
         pos = end
     pieces.append(text[pos:].replace(_OPEN, "").replace(_CLOSE, ""))
-    md = MarkdownIt("commonmark", {"html": False}).disable("image")
+    md = MarkdownIt("commonmark", {"html": False}).enable("table").disable("image")
     rendered = md.render("".join(pieces))
     return rendered.replace(_OPEN, "<mark>").replace(_CLOSE, "</mark>"), found
 
