@@ -472,26 +472,26 @@ def _damage_manifest(index: Path, how: str) -> None:
         path.write_text(json.dumps(data))
 
 
-@pytest.mark.parametrize("how", ["garbage", "embedding", "roots", "deleted"])
 def test_a_damaged_manifest_is_restored_from_the_catalog_and_nothing_is_lost(
-    seeded: tuple[Path, Path], how: str
+    seeded: tuple[Path, Path],
 ) -> None:
     index, docs = seeded
     assert run_rag("delete", "003_*", index=index).code == 0  # a deletion to keep
     manifest = json.loads((index / "manifest.json").read_text())
-    _damage_manifest(index, how)
-    r = run_rag("ask", QUESTION, index=index)
-    assert r.code == 1 and r.err.count("\n") == 1 and "unexpected" not in r.err, r.err
-    assert "manifest.json" in r.err and "doctor --repair" in r.err
+    for how in ("garbage", "embedding", "roots", "deleted"):  # each repaired in turn
+        _damage_manifest(index, how)
+        r = run_rag("ask", QUESTION, index=index)
+        assert r.code == 1 and r.err.count("\n") == 1 and "unexpected" not in r.err, (how, r.err)
+        assert "manifest.json" in r.err and "doctor --repair" in r.err, how
 
-    code, health = _doctor(index, "--repair")
-    assert code == 0 and health["ok"], health
-    # the catalog was not to blame: it is kept, with the deletion it remembers
-    assert not list(index.glob("catalog.sqlite*.damaged-*"))
-    assert not list(index.glob("chroma.damaged-*"))
-    restored = json.loads((index / "manifest.json").read_text())
-    for key in ("embedding", "chunk", "roots", "collection", "format"):
-        assert restored[key] == manifest[key], key
+        code, health = _doctor(index, "--repair")
+        assert code == 0 and health["ok"], (how, health)
+        # the catalog was not to blame: it is kept, with the deletion it remembers
+        assert not list(index.glob("catalog.sqlite*.damaged-*")), how
+        assert not list(index.glob("chroma.damaged-*")), how
+        restored = json.loads((index / "manifest.json").read_text())
+        for key in ("embedding", "chunk", "roots", "collection", "format"):
+            assert restored[key] == manifest[key], (how, key)
     r = run_rag("ingest", str(docs), "--json", index=index)
     report = json.loads(r.out)
     assert r.code == 0 and report["chunks_added"] == 0 and len(report["excluded"]) == 1
