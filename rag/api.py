@@ -30,7 +30,16 @@ from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
-from .errors import EmbeddingError, IndexMissing, LLMError, RagError, StoreError, UsageError
+from .errors import (
+    EmbeddingError,
+    IndexDamaged,
+    IndexMismatch,
+    IndexMissing,
+    LLMError,
+    RagError,
+    StoreError,
+    UsageError,
+)
 from .types import Answer
 from .ui.engine import Engine, LLMChoice
 
@@ -53,6 +62,8 @@ def _error_of(e: BaseException) -> ApiError:
         return ApiError(400, str(e))
     if isinstance(e, IndexMissing):
         return ApiError(409, str(e), "index_missing")
+    if isinstance(e, (IndexDamaged, IndexMismatch)):  # the message names the command that fixes it
+        return ApiError(409, str(e), "index_unusable")
     if isinstance(e, (StoreError, LLMError, EmbeddingError)):
         return ApiError(503, str(e), "service_unavailable")
     if isinstance(e, RagError):
@@ -169,10 +180,14 @@ def build_api(engine: Engine, *, api_key: str | None, configured: LLMChoice,
 
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(check_key)])
 
-    @app.get("/healthz")
-    def healthz() -> dict[str, Any]:
+    @app.get("/healthz", response_model=None)
+    def healthz() -> dict[str, Any] | JSONResponse:
         try:
             n = len([f for f in engine.files().values() if f.status == "indexed"])
+        except (IndexDamaged, IndexMismatch):  # up, but no question can be answered
+            # no key is needed here: the fix (it names paths) is on /v1/status
+            return JSONResponse({"ok": False, "documents": 0, "error": "index_unusable: see "
+                                 "/v1/status or run `rag doctor`"}, status_code=503)  # fmt: skip
         except RagError:
             n = 0
         return {"ok": True, "documents": n}

@@ -58,10 +58,10 @@ def discover(paths: Iterable[Path]) -> Discovered:
     for given in paths:
         path = Path(given).expanduser()
         if not path.exists():
-            raise UsageError(f"no such file or folder: {given} (check the path)")
+            raise not_there(given)
         if path.is_file():
             candidates: Iterable[Path] = [path]
-            if path.is_symlink():
+            if path.is_symlink() and _kind(path) in SUPPORTED:
                 log.warning(
                     "%s is a link: indexed as its target %s, which stays indexed when the "
                     "link is removed (forget it with `rag delete %s`)",
@@ -74,9 +74,7 @@ def discover(paths: Iterable[Path]) -> Discovered:
                 if any(s.startswith(".") for s in p.relative_to(path).parts):
                     continue
                 if p.is_symlink() and not p.exists():
-                    reason = ("a link loop: it leads back to itself" if _loops(p)
-                              else "a broken link: its target is gone")  # fmt: skip
-                    outside.append(Skipped(str(p.absolute()), reason))
+                    outside.append(Skipped(str(p.absolute()), _dead_link(p)))
                     continue
                 if p.is_symlink() and p.is_dir():
                     # not walked (its files would be keyed by paths outside the folder);
@@ -102,7 +100,7 @@ def discover(paths: Iterable[Path]) -> Discovered:
                         continue  # a link to a hidden file is as hidden as the file
                 candidates.append(p)
         for p in candidates:
-            (files if p.suffix.lower() in SUPPORTED else unsupported).append(p)
+            (files if _kind(p) in SUPPORTED else unsupported).append(p)
     # the same file given twice (e.g. a folder and a file in it) is loaded once
     seen: set[Path] = set()
     unique = []
@@ -114,17 +112,32 @@ def discover(paths: Iterable[Path]) -> Discovered:
     return Discovered(unique, [source_name(p) for p in unsupported], outside)
 
 
-def _loops(link: Path) -> bool:
+def not_there(given: Path | str) -> UsageError:
+    """The error for a path given that is not there (or is a dead link)."""
+    path = Path(given).expanduser()
+    if path.is_symlink():
+        return UsageError(f"{given} is {_dead_link(path)}: point it at a file or folder")
+    return UsageError(f"no such file or folder: {given} (check the path)")
+
+
+def _kind(path: Path) -> str:
+    """The file type, by the name of the file itself (a link's target)."""
+    return Path(source_name(path)).suffix.lower()
+
+
+def _dead_link(link: Path) -> str:
     try:
         os.stat(link)
     except OSError as e:
-        return e.errno == errno.ELOOP
-    return False
+        if e.errno == errno.ELOOP:
+            return "a link loop: it leads back to itself"
+    return "a broken link: its target is gone"
 
 
 def source_name(path: Path) -> str:
-    """The stable key of a file in the index: its absolute path."""
-    return str(Path(path).expanduser().resolve())
+    """The stable key of a file in the index: its absolute path, links followed (a link
+    loop is left as far as it goes: Path.resolve would raise RuntimeError)."""
+    return os.path.realpath(Path(path).expanduser())
 
 
 def load_file(path: Path, settings: LoadSettings | None = None) -> Document | Skipped:

@@ -97,29 +97,20 @@ class Rag:
         """Make the index whole again: rebuild a lost catalog from the vectors, re-embed the
         passages whose vectors are missing (from the catalog's text: no file is read), sweep
         orphan vectors, rebuild the keyword index. Takes the write lock."""
-        from .errors import IndexDamaged, ManifestDamaged
-        from .store import Index, write_lock
-
-        def open_index() -> Any:
-            try:
-                return Index.open(self.settings.store, embedder_name=self.embedder.name,
-                                  dim=self.embedder.dim)  # fmt: skip
-            except ManifestDamaged:  # the catalog is not to blame: restore the manifest
-                self._restore_manifest()
-                return Index.open(self.settings.store, embedder_name=self.embedder.name,
-                                  dim=self.embedder.dim)  # fmt: skip
+        from .errors import IndexDamaged
+        from .store import write_lock
 
         def set_aside_and_reopen() -> None:
             if self._index is not None:
                 self._index.close()
             _set_aside_catalog(Path(self.settings.store.index_dir))
-            self._index = open_index()  # an empty catalog, recovered from the vectors
+            self._index = self._open_index()  # an empty catalog, recovered from the vectors
             self._retriever = None
 
         with write_lock(self.settings.store.index_dir, "rag doctor --repair"), self._lock:
             if self._index is None:  # opened here, not by `self.index`: no warning to repeat
                 try:
-                    self._index = open_index()
+                    self._index = self._open_index()
                 except IndexDamaged:
                     set_aside_and_reopen()
                 self._retriever = None
@@ -129,11 +120,23 @@ class Rag:
                 set_aside_and_reopen()
                 return self._repair(self._index, full=full)
 
-    def _restore_manifest(self) -> None:
+    def _open_index(self, chunk: Any = None) -> Any:
+        """The index, for a writer: a manifest.json that is missing, damaged or edited is
+        first written again from the catalog's copy (IndexDamaged: the catalog is too)."""
+        from .errors import ManifestDamaged
         from .store import Index
 
-        Index.restore_manifest(self.settings.store, embedder_name=self.embedder.name,
-                               dim=self.embedder.dim, chunk=self.settings.chunk)  # fmt: skip
+        def open_() -> Index:
+            return Index.open(self.settings.store, embedder_name=self.embedder.name,
+                              dim=self.embedder.dim, chunk=chunk)  # fmt: skip
+
+        try:
+            return open_()
+        except ManifestDamaged as e:  # the catalog is not to blame: restore the manifest
+            log.warning("%s; restoring it", str(e).partition(": restore")[0])
+            Index.restore_manifest(self.settings.store, embedder_name=self.embedder.name,
+                                   dim=self.embedder.dim, chunk=self.settings.chunk)  # fmt: skip
+            return open_()
 
     def _repair(self, index: Any, *, full: bool, sweep: bool = True) -> dict[str, int]:
         from .errors import ChromaTimeout, DiskFull, StoreError
@@ -182,9 +185,11 @@ class Rag:
     def index_exists(self) -> bool:
         from .store import CATALOG, MANIFEST
 
-        # a catalog without its manifest is an index too: opening it says how to restore it
+        # a catalog or vectors without their manifest is an index too: opening it says how
+        # to restore it
         directory = Path(self.settings.store.index_dir)
-        return (directory / MANIFEST).is_file() or (directory / CATALOG).is_file()
+        return any(p.exists() for p in (directory / MANIFEST, directory / CATALOG,
+                                         directory / "chroma"))  # fmt: skip
 
     # --- ingest ------------------------------------------------------------------------
 
@@ -237,17 +242,22 @@ class Rag:
         """Paths given that no longer exist but that the index holds documents from: their
         documents are removed (a folder deleted from disk must not be cited forever).
         A path the index never knew is a usage error, as before."""
-        from .loaders import source_name
+        from .loaders import not_there, source_name
 
         missing = [r for r in roots if not r.expanduser().exists()]
         if not missing:
             return []
-        known = self.files() if self.index_exists() else {}
+        from .errors import ManifestDamaged
+
+        try:
+            known = self.files() if self.index_exists() else {}
+        except ManifestDamaged:
+            known = {}  # restored by the ingest that follows
         gone: list[str] = []
         for r in missing:
             under = [s for s in known if _under(s, source_name(r))]
             if not under:
-                raise UsageError(f"no such file or folder: {r} (check the path)")
+                raise not_there(r)
             gone += under
         from .store import write_lock
 
@@ -275,25 +285,17 @@ class Rag:
         with self._lock:
             if rebuild:
                 self._wipe()
-            if self.index_exists():
-                from .errors import IndexDamaged, ManifestDamaged
-
-                def open_index() -> Any:
-                    return Index.open(settings.store, embedder_name=self.embedder.name,
-                                      dim=self.embedder.dim, chunk=settings.chunk)  # fmt: skip
+            if not rebuild and self.index_exists():  # a rebuild's wipe leaves chroma/
+                from .errors import IndexDamaged
 
                 try:
-                    try:
-                        index = open_index()
-                    except ManifestDamaged as e:  # an ingest writes it anyway: restore it
-                        log.warning("%s", str(e).partition(": restore")[0])
-                        self._restore_manifest()
-                        index = open_index()
+                    index = self._open_index(settings.chunk)
                 except IndexDamaged:
                     if not repair:
                         raise
                     _set_aside_catalog(Path(settings.store.index_dir))
-                    index = open_index()  # recovered from the vectors by the repair below
+                    # recovered from the vectors by the repair below
+                    index = self._open_index(settings.chunk)
             else:
                 index = Index.create(
                     settings.store,
@@ -451,13 +453,10 @@ class Rag:
                 if manifest.get("chroma_url"):
                     raise
                 log.warning("could not drop the Chroma collection (%s); deleting its folder", e)
-                shutil.rmtree(directory / "chroma", ignore_errors=True)
-                from chromadb.api.shared_system_client import SharedSystemClient
-
-                SharedSystemClient.clear_system_cache()
+                manifest = None
             finally:
                 old.close()
-        elif (directory / "chroma").is_dir():
+        if manifest is None and (directory / "chroma").is_dir():  # unreadable, or no manifest
             shutil.rmtree(directory / "chroma", ignore_errors=True)
             from chromadb.api.shared_system_client import SharedSystemClient
 
@@ -650,11 +649,13 @@ class Rag:
                 f"no index in {self.settings.store.index_dir}/: build one with "
                 f"`rag --index {self.settings.store.index_dir} ingest PATH`"
             )
-        from .store import Index, read_manifest
+        from .store import read_manifest
 
-        manifest = read_manifest(self.settings.store.index_dir) or {}
-        index = self._index or Index(self.settings.store, manifest)
-        index.manifest = manifest  # live: another thread or process may have written since
+        with self._lock:
+            self._reopen_if_replaced()
+        index = self.index  # refused as `ask` would refuse it, with the same fix
+        # live: another thread or process may have written since
+        index.manifest = read_manifest(self.settings.store.index_dir) or index.manifest
         out = index.stats()
         try:
             out["health"] = index.health().to_json()

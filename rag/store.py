@@ -392,7 +392,7 @@ class Index:
     ) -> Index:
         """An existing index; refuses one built with another embedder (or chunking, if given)."""
         manifest = read_manifest(settings.index_dir)
-        if manifest is None and (Path(settings.index_dir) / CATALOG).is_file():
+        if manifest is None and _has_parts(Path(settings.index_dir)):
             raise ManifestDamaged(
                 f"{Path(settings.index_dir) / MANIFEST} is missing: restore it with "
                 f"`rag --index {settings.index_dir} doctor --repair` (nothing is embedded again)"
@@ -428,13 +428,19 @@ class Index:
             problems.append(
                 f"index format {manifest.get('format')}, this rag reads {FORMAT_VERSION}"
             )
+        index = cls(settings, manifest)
         if problems:
+            index._check_against_copy()  # a hand edit, not another build: restore, not rebuild
+            index.close()
             roots = " ".join(manifest.get("roots", [])) or "PATH"
             raise IndexMismatch(
                 f"{settings.index_dir}/ was built with {'; '.join(problems)}: rebuild it with "
                 f"`rag --index {settings.index_dir} ingest --rebuild{flags} {roots}` or {same}"
             )
-        index = cls(settings, manifest)
+        if index._check_against_copy() is None and not index.read_only:
+            # an index from before the copy was kept gets one now, before it is ever needed
+            with contextlib.suppress(sqlite3.DatabaseError, OSError):
+                index._db.execute(_PUT_COPY, (json.dumps(manifest, indent=2, sort_keys=True),))
         chroma_url = manifest.get("chroma_url")
         if chroma_url and not settings.chroma_url:
             # an index made against a server keeps using it
@@ -474,12 +480,23 @@ class Index:
             with contextlib.closing(sqlite3.connect(f"{uri}?mode=ro", uri=True)) as db:
                 row = db.execute("SELECT value FROM meta WHERE key='manifest'").fetchone()
             copy = _checked_manifest(json.loads(row[0]), directory) if row else None
+        if copy is None and not settings.chroma_url and not (directory / "chroma").is_dir():
+            raise IndexDamaged(
+                f"{directory / MANIFEST} is lost, the catalog keeps no copy of it (an index "
+                "from before copies were kept) and no vectors are here: if they are on a "
+                f"Chroma server, run `rag --index {directory} --chroma-url URL doctor "
+                f"--repair`; else rebuild with `rag --index {directory} ingest --rebuild PATH`"
+            )
         index = cls(settings, copy or _new_manifest(settings, embedder_name, dim, chunk))
         try:
             if copy is None:
                 # no copy to trust: this run's settings, if the vectors are of their size
-                log.warning("%s had no copy of its manifest: restoring it with this run's "
-                            "settings (%s)", directory, embedder_name)  # fmt: skip
+                log.warning(
+                    "%s/ kept no copy of its manifest: restoring it with this run's settings "
+                    "(%s, chunks of %d/%d tokens; if it was built with others, run the repair "
+                    "again with those flags)", directory, embedder_name, chunk.size,
+                    chunk.overlap,
+                )  # fmt: skip
                 got = index.fresh().get(limit=1, include=["embeddings"])["embeddings"]
                 if got is not None and len(got) and len(got[0]) != dim:
                     raise IndexMismatch(
@@ -493,6 +510,29 @@ class Index:
         finally:
             index.close()
         log.warning("restored %s", directory / MANIFEST)
+
+    def _manifest_copy(self) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key='manifest'").fetchone()
+        return _checked_manifest(json.loads(row[0]), self.dir) if row else None
+
+    def _check_against_copy(self) -> dict[str, Any] | None:
+        """The catalog's copy of the manifest (None: it keeps none); ManifestDamaged when
+        manifest.json says other than the copy about how the index was built (a hand edit:
+        those fields never change after a build)."""
+        try:
+            copy = self._manifest_copy()
+        except (sqlite3.DatabaseError, ValueError, ManifestDamaged):
+            return {}  # unreadable: the catalog's own checks report it
+        for key in ("format", "embedding", "chunk", "collection", "chroma_url"):
+            if copy is not None and self.manifest.get(key) != copy.get(key):
+                self.close()
+                raise ManifestDamaged(
+                    f'{self.dir / MANIFEST} has "{key}": '
+                    f"{json.dumps(self.manifest.get(key))[:60]}, the catalog was built with "
+                    f"{json.dumps(copy.get(key))[:60]}: restore it with `rag --index {self.dir} "
+                    "doctor --repair` (nothing is embedded again)"
+                )
+        return copy
 
     def _roots_from_catalog(self) -> list[str]:
         """The folders the catalog's files are in (the best guess when no manifest is left)."""
@@ -578,12 +618,11 @@ class Index:
         self.manifest["updated"] = time.time()
         self.manifest["versions"] = versions()
         text = json.dumps(self.manifest, indent=2, sort_keys=True)
-        with self._tx() as db:
-            db.execute(
-                "INSERT INTO meta VALUES ('manifest', ?) ON CONFLICT(key) DO UPDATE "
-                "SET value = excluded.value",
-                (text,),
-            )
+        self._writable()
+        try:  # one statement, committed by itself (not a write that moves the generation)
+            self._db.execute(_PUT_COPY, (text,))
+        except sqlite3.DatabaseError as e:
+            raise self._write_failed(e, "writing the catalog") from e
         tmp = self.dir / (MANIFEST + ".tmp")
         try:
             tmp.write_text(text)
@@ -1245,6 +1284,11 @@ class _Transaction:
         self.index._written()
 
 
+_PUT_COPY = (
+    "INSERT INTO meta VALUES ('manifest', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+)
+
+
 def _new_manifest(
     settings: StoreSettings, embedder_name: str, dim: int, chunk: ChunkSettings
 ) -> dict[str, Any]:
@@ -1283,9 +1327,10 @@ def _checked_manifest(data: Any, index_dir: Path) -> dict[str, Any]:
             break
         for key, subs in _SUBFIELDS.items():
             value = data.get(key, {})
-            for sub in subs:
+            for sub in subs if bad is None else ():
                 want = str if sub == "model" else int
-                if bad is None and not isinstance(value.get(sub), want):
+                got = value.get(sub)
+                if bad is None and (not isinstance(got, want) or isinstance(got, bool)):
                     bad = f'has "{key}.{sub}": {json.dumps(value.get(sub))[:40]}'
         if bad is None and not all(isinstance(r, str) for r in data.get("roots", [])):
             bad = '"roots" that are not all paths'
@@ -1297,8 +1342,18 @@ def _checked_manifest(data: Any, index_dir: Path) -> dict[str, Any]:
     return data
 
 
+def _has_parts(directory: Path) -> bool:
+    """A catalog or vectors are there (with or without their manifest)."""
+    return (directory / CATALOG).is_file() or (directory / "chroma").is_dir()
+
+
 def read_manifest(index_dir: Path) -> dict[str, Any] | None:
     path = Path(index_dir) / MANIFEST
+    if path.is_dir():
+        raise ManifestDamaged(
+            f"{path} is a folder, not the index's manifest: move it out of the way, then "
+            f"run `rag --index {index_dir} doctor --repair` (nothing is embedded again)"
+        )
     if not path.is_file():
         return None
     try:

@@ -320,3 +320,33 @@ def _post(base: str, path: str, body: dict[str, object]) -> tuple[int, dict[str,
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
+
+
+def test_an_unusable_index_is_409_with_its_fix_and_healthz_says_so(
+    seeds_index: Path, tmp_path: Path
+) -> None:
+    """A damaged manifest used to give 500 on /v1 and {"ok": true} on /healthz."""
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from rag import api as api_module
+    from rag.ui.engine import Engine, LLMChoice
+
+    from .conftest import settings_for
+
+    index = tmp_path / "idx"
+    shutil.copytree(seeds_index, index)
+    (index / "manifest.json").write_text("{not json")
+    engine = Engine(settings_for(index), tmp_path / "docs")
+    try:
+        app = api_module.build_api(engine, api_key=None, configured=LLMChoice(), local={})
+        client = TestClient(app)
+        r = client.get("/healthz")
+        assert r.status_code == 503 and not r.json()["ok"]
+        assert "index_unusable" in r.json()["error"] and "/tmp" not in r.text  # no paths
+        r = client.get("/v1/status")
+        assert r.status_code == 409 and r.json()["error"]["type"] == "index_unusable"
+        assert "manifest.json" in r.json()["error"]["message"]
+    finally:
+        engine.close()

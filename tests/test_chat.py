@@ -35,6 +35,8 @@ KOREA = "What did Korea pledge to invest in the United States?"
         ("Who is Anthony Kim?", "and Victor Cha?", "Who is Victor Cha?"),
         ("Who is Anthony Kim?", "and Korea?", "What about Korea (Anthony Kim)?"),
         ("Who did Korea meet?", "and Japan?", "Who did Japan meet?"),
+        ("Who won the election in Italy?", "and South Korea?",
+         "Who won the election in South Korea?"),
         # a question with its own subject is left alone
         (KOREA, "Where did Draudt-Véjares get her PhD?", "Where did Draudt-Véjares get her PhD?"),
         (KOREA, "Who is Anthony Kim?", "Who is Anthony Kim?"),

@@ -331,6 +331,7 @@ def test_a_link_to_a_file_outside_the_folder_is_not_followed(tmp_path: Path) -> 
     (docs / "away").symlink_to(elsewhere)  # a folder outside: listed, not walked
     (docs / "sub").mkdir()
     (docs / "sub" / "up").symlink_to(docs)  # a folder inside: its files are found once
+    (docs / "plain").symlink_to(docs / "inside.txt")  # a link's type is its target's
     index = tmp_path / "idx"
     r = run_rag("ingest", str(docs), "--json", index=index)
     assert r.code == 0, r.err
@@ -342,6 +343,7 @@ def test_a_link_to_a_file_outside_the_folder_is_not_followed(tmp_path: Path) -> 
     assert loop["source"].endswith("loop.txt") and "link loop" in loop["reason"]
     assert away["source"].endswith("away") and "the folder" in away["reason"]
     assert "by its own path" in away["reason"]
+    assert report["unsupported"] == []
     r = run_rag("ingest", str(docs), index=index)
     assert "link.txt: a link to" in r.out and "ingest that file by name" in r.out
     r = run_rag("search", "vault combination Mara Quist", "--json", index=index)
@@ -351,3 +353,9 @@ def test_a_link_to_a_file_outside_the_folder_is_not_followed(tmp_path: Path) -> 
     assert r.code == 0 and json.loads(r.out)["documents_total"] == 2, r.out
     # ... as its target, which outlives the link: the user is told how to forget it
     assert "stays indexed when the link is removed" in r.err and "rag delete " in r.err
+    (tmp_path / "latest").symlink_to(elsewhere / "secret.txt")  # a link with no extension
+    r = run_rag("ingest", str(tmp_path / "latest"), "--json", index=index)
+    assert r.code == 0 and json.loads(r.out)["unsupported"] == [], r.out
+    assert [Path(s).name for s in json.loads(r.out)["unchanged"]] == ["secret.txt"]
+    r = run_rag("ingest", str(docs / "loop.txt"), index=index)  # used to be a RuntimeError
+    assert r.code == 2 and "is a link loop" in r.err and "unexpected" not in r.err, r.err

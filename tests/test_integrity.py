@@ -13,12 +13,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from rag.errors import IndexBusy
+from rag.errors import IndexBusy, IndexDamaged
 from rag.pipeline import Rag
 from rag.store import write_lock
 
@@ -460,15 +460,30 @@ def test_unreadable_vectors_are_set_aside_and_reembedded(seeded: tuple[Path, Pat
     assert r.code == 0 and json.loads(r.out)["hits"]
 
 
+# ways manifest.json is lost or hand-edited: the last ones keep every value's type, and are
+# told from another build by the copy the catalog keeps
+DAMAGES: dict[str, Callable[[dict], None]] = {
+    "garbage": lambda m: None,
+    "deleted": lambda m: None,
+    "embedding null": lambda m: m.update(embedding=None),
+    "roots null": lambda m: m.update(roots=None),
+    "dim true": lambda m: m["embedding"].update(dim=True),
+    "format deleted": lambda m: m.pop("format"),
+    "dim 768": lambda m: m["embedding"].update(dim=768),
+    "chunk size 100": lambda m: m["chunk"].update(size=100),
+    "collection other": lambda m: m.update(collection="other"),
+}
+
+
 def _damage_manifest(index: Path, how: str) -> None:
     path = index / "manifest.json"
     if how == "deleted":
         path.unlink()
     elif how == "garbage":
         path.write_bytes(b"\xff\xfe garbage")
-    else:  # a hand edit: one field set to null
+    else:
         data = json.loads(path.read_text())
-        data[how] = None
+        DAMAGES[how](data)
         path.write_text(json.dumps(data))
 
 
@@ -478,14 +493,15 @@ def test_a_damaged_manifest_is_restored_from_the_catalog_and_nothing_is_lost(
     index, docs = seeded
     assert run_rag("delete", "003_*", index=index).code == 0  # a deletion to keep
     manifest = json.loads((index / "manifest.json").read_text())
-    for how in ("garbage", "embedding", "roots", "deleted"):  # each repaired in turn
+    for how in DAMAGES:  # each repaired in turn
         _damage_manifest(index, how)
-        r = run_rag("ask", QUESTION, index=index)
+        args = ("status",) if how == "deleted" else ("ask", QUESTION)
+        r = run_rag(*args, index=index)
         assert r.code == 1 and r.err.count("\n") == 1 and "unexpected" not in r.err, (how, r.err)
-        assert "manifest.json" in r.err and "doctor --repair" in r.err, how
+        assert "manifest.json" in r.err and "doctor --repair" in r.err, (how, r.err)
 
         code, health = _doctor(index, "--repair")
-        assert code == 0 and health["ok"], (how, health)
+        assert code == 0 and health["ok"] and not any(health["repaired"].values()), (how, health)
         # the catalog was not to blame: it is kept, with the deletion it remembers
         assert not list(index.glob("catalog.sqlite*.damaged-*")), how
         assert not list(index.glob("chroma.damaged-*")), how
@@ -495,6 +511,35 @@ def test_a_damaged_manifest_is_restored_from_the_catalog_and_nothing_is_lost(
     r = run_rag("ingest", str(docs), "--json", index=index)
     report = json.loads(r.out)
     assert r.code == 0 and report["chunks_added"] == 0 and len(report["excluded"]) == 1
+
+
+def test_a_lost_manifest_and_a_damaged_catalog_are_both_recovered(
+    seeded: tuple[Path, Path],
+) -> None:
+    index, _ = seeded
+    (index / "manifest.json").unlink()
+    (index / "catalog.sqlite").write_bytes(os.urandom(20_000))
+    code, health = _doctor(index, "--repair")  # used to say "no index", with both gone
+    assert code == 0 and health["ok"] and health["repaired"]["recovered"] == health["chunks"] > 0
+    # only the vectors left
+    (index / "manifest.json").unlink()
+    for f in index.glob("catalog.sqlite*"):
+        f.unlink()
+    r = run_rag("ask", QUESTION, index=index)
+    assert r.code == 1 and "manifest.json is missing" in r.err and "doctor --repair" in r.err
+    code, health = _doctor(index, "--repair")
+    assert code == 0 and health["ok"] and health["repaired"]["recovered"] == health["chunks"] > 0
+    r = run_rag("ask", QUESTION, "--json", index=index)
+    assert r.code == 0 and "550 billion" in json.loads(r.out)["answer"]
+
+
+def test_a_folder_named_manifest_json_is_named_as_such(seeded: tuple[Path, Path]) -> None:
+    index, _ = seeded
+    (index / "manifest.json").rename(index / "kept.json")
+    (index / "manifest.json").mkdir()
+    for command in ("ask", "doctor"):
+        r = run_rag(command, *([QUESTION] if command == "ask" else []), index=index)
+        assert r.code == 1 and "is a folder, not the index's manifest" in r.err, r.err
 
 
 def test_an_ingest_restores_a_damaged_manifest_itself(seeded: tuple[Path, Path]) -> None:
@@ -533,6 +578,32 @@ def test_restoring_without_a_copy_refuses_vectors_of_another_size(
     with pytest.raises(IndexMismatch, match=r"384 dimensions.*makes 768.*--rebuild"):
         Index.restore_manifest(store, embedder_name="other", dim=768, chunk=ChunkSettings())
     assert not (index / "manifest.json").exists()  # nothing written on a refusal
+
+
+def test_an_old_index_gains_its_copy_on_open_and_a_lost_one_names_the_server_flag(
+    seeded: tuple[Path, Path],
+) -> None:
+    from rag.config import ChunkSettings
+    from rag.store import Index
+
+    index, _ = seeded
+
+    def copy() -> object:
+        with contextlib.closing(sqlite3.connect(index / "catalog.sqlite")) as db:
+            return db.execute("SELECT value FROM meta WHERE key = 'manifest'").fetchone()
+
+    with contextlib.closing(sqlite3.connect(index / "catalog.sqlite")) as db, db:
+        db.execute("DELETE FROM meta WHERE key = 'manifest'")  # as before copies were kept
+    assert run_rag("ask", QUESTION, index=index).code == 0
+    assert copy() is not None  # written by the open, before it is ever needed
+
+    with contextlib.closing(sqlite3.connect(index / "catalog.sqlite")) as db, db:
+        db.execute("DELETE FROM meta WHERE key = 'manifest'")
+    (index / "manifest.json").unlink()
+    shutil.rmtree(index / "chroma")  # its vectors elsewhere (a Chroma server): not guessed
+    store = settings_for(index).store
+    with pytest.raises(IndexDamaged, match=r"--chroma-url URL doctor --repair"):
+        Index.restore_manifest(store, embedder_name="minilm-int8", dim=384, chunk=ChunkSettings())
 
 
 def test_a_killed_first_ingest_then_a_lost_catalog_is_recovered_not_swept(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import sqlite3
 from pathlib import Path
 
 import pytest
 
-from rag.errors import IndexMismatch, IndexMissing, UsageError
+from rag.errors import IndexMismatch, IndexMissing, ManifestDamaged, UsageError
 from rag.pipeline import Rag
 from rag.store import MANIFEST
 from rag.types import Skipped
@@ -130,7 +133,9 @@ def test_missing_index_and_missing_path(tmp_path: Path) -> None:
         rag.ingest([tmp_path / "missing"])
 
 
-def test_manifest_mismatch_is_refused_with_the_fix(tmp_path: Path, corpus: Path) -> None:
+def test_manifest_mismatch_is_refused_with_the_fix(
+    tmp_path: Path, corpus: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     index = tmp_path / "idx"
     Rag(settings_for(index)).ingest([corpus])
     other_chunking = settings_for(index, chunk={"size": 128})
@@ -138,14 +143,22 @@ def test_manifest_mismatch_is_refused_with_the_fix(tmp_path: Path, corpus: Path)
         Rag(other_chunking).ingest([corpus])
     # a query does not depend on chunking: it still answers
     assert Rag(other_chunking).search("solar pumps", k=1)
+    # an index built with another model: its manifest and the catalog's copy both say so
+    # (the manifest alone saying so is a hand edit, restored by doctor --repair)
     manifest = json.loads((index / MANIFEST).read_text())
     manifest["embedding"]["model"] = "some-other-model"
     (index / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ManifestDamaged, match=r'"embedding".*doctor --repair'):
+        Rag(settings_for(index)).search("solar pumps")
+    with contextlib.closing(sqlite3.connect(index / "catalog.sqlite")) as db, db:
+        db.execute("UPDATE meta SET value = ? WHERE key = 'manifest'", (json.dumps(manifest),))
     with pytest.raises(IndexMismatch, match=r"some-other-model.*rebuild it with `rag --index"):
         Rag(settings_for(index)).search("solar pumps")
     # --rebuild starts over with this run's settings
-    report = Rag(other_chunking).ingest([corpus], rebuild=True)
+    with caplog.at_level(logging.WARNING):
+        report = Rag(other_chunking).ingest([corpus], rebuild=True)
     assert report.documents_total == 2 and len(report.added) == 2
+    assert "restor" not in caplog.text  # a rebuild is a new index, not a repaired one
     assert json.loads((index / MANIFEST).read_text())["chunk"]["size"] == 128
 
 

@@ -109,7 +109,7 @@ def _same_kind(previous: str, old: str, new: str) -> bool:
     """May `new` take `old`'s place? Not in a question about who someone is, when one is a
     full name and the other one word ("Who is Anthony Kim?" + "and Korea?"): without a model
     a person cannot be told from a place, so the follow-up keeps both instead."""
-    if not previous.lstrip().lower().startswith("who"):
+    if not re.match(r"\s*who\s+(?:is|was|are|were)\b", previous, re.I):
         return True
     return (" " in old.strip()) == (" " in new.strip())
 
