@@ -36,6 +36,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 JAPAN = "How much did Japan pledge to the United States?"
+SIZES = [pytest.param((1366, 768), id="laptop"), pytest.param((390, 844), id="phone")]
 
 
 @dataclass
@@ -113,7 +114,7 @@ class Page:
     """One browser session on the app, recording every request it makes."""
 
     def __init__(
-        self, browser: Any, server: Server, shots: Path, width: int = 1280, height: int = 800
+        self, browser: Any, server: Server, shots: Path, width: int = 1366, height: int = 768
     ) -> None:
         self.context = browser.new_context(viewport={"width": width, "height": height})
         self.context.grant_permissions(
@@ -146,6 +147,19 @@ class Page:
             f"document.querySelectorAll('#sources details.turn').length > {turns}", timeout=60_000
         )
 
+    def settings(self, show: bool) -> None:
+        """Unfold (or fold) the settings side panel; on a phone it starts folded (and it is
+        drawn again a moment after the Chat tab comes back)."""
+        from playwright.sync_api import TimeoutError as NotYet
+
+        wanted = "#settings.open" if show else "#settings:not(.open)"
+        try:
+            self.page.wait_for_selector(wanted, state="attached", timeout=2_000)
+            return
+        except NotYet:
+            self.page.locator("#settings .toggle-button").click()
+        self.page.wait_for_selector(wanted, state="attached")
+
     def tab(self, name: str) -> None:
         self.page.get_by_role("tab", name=name).click()
 
@@ -176,7 +190,9 @@ class Page:
 def page(
     browser: Any, server: Server, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[Page]:
-    p = Page(browser, server, tmp_path)
+    """A laptop-size page; `@pytest.mark.parametrize("page", SIZES, indirect=True)` for more."""
+    width, height = getattr(request, "param", (1366, 768))
+    p = Page(browser, server, tmp_path, width=width, height=height)
     yield p
     if getattr(request.node, "failed_call", False):  # what the page showed when the test failed
         shot = p.shot("FAILED")
@@ -683,9 +699,7 @@ def test_a_document_chosen_in_search_in_is_the_only_one_answered_from(
     p = Page(browser, server, tmp_path, width=width, height=height)
     pg = p.page
     try:
-        if not pg.locator("#settings.open").count():  # a phone: the settings fold away
-            pg.locator("#settings .toggle-button").click()
-            pg.wait_for_selector("#settings.open")
+        p.settings(show=True)  # on a phone the settings fold away
         chooser = pg.locator("#search-in input")
         chooser.click()
         # the essay collection, by its title (the file name is a hash)
@@ -693,8 +707,7 @@ def test_a_document_chosen_in_search_in_is_the_only_one_answered_from(
         pg.keyboard.press("Escape")
         assert "The Korean Economy" in pg.inner_text("#search-in")
         if width <= 640:
-            pg.locator("#settings .toggle-button").click()
-            pg.wait_for_selector("#settings:not(.open)")
+            p.settings(show=False)
         # both documents speak of the pledge: only the chosen one may be cited
         p.ask(JAPAN)
         opened = pg.locator("#sources details.turn[open] a.open-original")
@@ -709,6 +722,7 @@ def test_a_document_chosen_in_search_in_is_the_only_one_answered_from(
         p.close()
 
 
+@pytest.mark.parametrize("page", SIZES, indirect=True)
 def test_conversations_reopen_and_feedback_is_stored(page: Page, server: Server) -> None:
     pg = page.page
     page.ask("How much did Japan pledge to the United States?")
@@ -735,12 +749,15 @@ def test_conversations_reopen_and_feedback_is_stored(page: Page, server: Server)
     # a new conversation, then the saved one reopened from the list, sources and all
     pg.click("#clear")
     pg.wait_for_function("!document.querySelector('#chat').innerText.includes('550 billion')")
+    page.settings(show=True)  # the saved conversations are listed there
     pg.click("#conv-pick input")
     pg.get_by_role("option", name=re.compile("How much did Japan pledge")).first.click()
     pg.click("#conv-open")
     pg.wait_for_function(
         "document.querySelector('#chat').innerText.includes('550 billion')", timeout=30_000
     )
+    if pg.viewport_size["width"] <= 640:
+        page.settings(show=False)
     assert "Japan pledged $550 billion" in pg.inner_text("#sources")
     saved = list((server.tmp / "index" / "conversations").glob("*.json"))
     # (other tests of this server save conversations too, in any order)
@@ -760,6 +777,7 @@ def test_conversations_reopen_and_feedback_is_stored(page: Page, server: Server)
 
     # deleting a saved conversation asks first; dismissing keeps it
     page.tab("Chat")
+    page.settings(show=True)
     pg.click("#conv-pick input")
     pg.get_by_role("option", name=re.compile("How much did Japan pledge")).first.click()
     pg.once("dialog", lambda d: d.dismiss())
@@ -774,6 +792,7 @@ def test_conversations_reopen_and_feedback_is_stored(page: Page, server: Server)
     assert len(list((server.tmp / "index" / "conversations").glob("*.json"))) == len(saved) - 1
 
 
+@pytest.mark.parametrize("page", SIZES, indirect=True)
 def test_open_the_original_shows_the_passage_in_its_document(
     page: Page, server: Server, tmp_path: Path
 ) -> None:
