@@ -97,7 +97,7 @@ class Rag:
         """Make the index whole again: rebuild a lost catalog from the vectors, re-embed the
         passages whose vectors are missing (from the catalog's text: no file is read), sweep
         orphan vectors, rebuild the keyword index. Takes the write lock."""
-        from .errors import IndexDamaged
+        from .errors import IndexDamaged, ManifestDamaged
         from .store import write_lock
 
         def set_aside_and_reopen() -> None:
@@ -111,6 +111,8 @@ class Rag:
             if self._index is None:  # opened here, not by `self.index`: no warning to repeat
                 try:
                     self._index = self._open_index()
+                except ManifestDamaged:
+                    raise  # not restorable here (the message says why): the catalog is kept
                 except IndexDamaged:
                     set_aside_and_reopen()
                 self._retriever = None
@@ -133,6 +135,8 @@ class Rag:
         try:
             return open_()
         except ManifestDamaged as e:  # the catalog is not to blame: restore the manifest
+            if (Path(self.settings.store.index_dir) / "manifest.json").is_dir():
+                raise  # a folder in its place: the user moves it (the message says so)
             log.warning("%s; restoring it", str(e).partition(": restore")[0])
             Index.restore_manifest(self.settings.store, embedder_name=self.embedder.name,
                                    dim=self.embedder.dim, chunk=self.settings.chunk)  # fmt: skip
@@ -286,12 +290,12 @@ class Rag:
             if rebuild:
                 self._wipe()
             if not rebuild and self.index_exists():  # a rebuild's wipe leaves chroma/
-                from .errors import IndexDamaged
+                from .errors import IndexDamaged, ManifestDamaged
 
                 try:
                     index = self._open_index(settings.chunk)
-                except IndexDamaged:
-                    if not repair:
+                except IndexDamaged as e:
+                    if not repair or isinstance(e, ManifestDamaged):
                         raise
                     _set_aside_catalog(Path(settings.store.index_dir))
                     # recovered from the vectors by the repair below

@@ -481,7 +481,7 @@ class Index:
                 row = db.execute("SELECT value FROM meta WHERE key='manifest'").fetchone()
             copy = _checked_manifest(json.loads(row[0]), directory) if row else None
         if copy is None and not settings.chroma_url and not (directory / "chroma").is_dir():
-            raise IndexDamaged(
+            raise ManifestDamaged(
                 f"{directory / MANIFEST} is lost, the catalog keeps no copy of it (an index "
                 "from before copies were kept) and no vectors are here: if they are on a "
                 f"Chroma server, run `rag --index {directory} --chroma-url URL doctor "
@@ -628,6 +628,8 @@ class Index:
             tmp.write_text(text)
             tmp.replace(self.dir / MANIFEST)
         except OSError as e:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
             raise self._write_failed(e, f"writing {self.dir / MANIFEST}") from e
 
     def add_roots(self, roots: Iterable[str]) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from rag.errors import IndexBusy, IndexDamaged
+from rag.errors import IndexBusy, ManifestDamaged
 from rag.pipeline import Rag
 from rag.store import write_lock
 
@@ -537,9 +537,12 @@ def test_a_folder_named_manifest_json_is_named_as_such(seeded: tuple[Path, Path]
     index, _ = seeded
     (index / "manifest.json").rename(index / "kept.json")
     (index / "manifest.json").mkdir()
-    for command in ("ask", "doctor"):
-        r = run_rag(command, *([QUESTION] if command == "ask" else []), index=index)
+    for args in (("ask", QUESTION), ("doctor",), ("doctor", "--repair")):
+        r = run_rag(*args, index=index)
         assert r.code == 1 and "is a folder, not the index's manifest" in r.err, r.err
+        assert "move it out of the way" in r.err and r.err.count("\n") == 1, r.err
+    assert not (index / "manifest.json.tmp").exists()
+    assert not list(index.glob("catalog.sqlite*.damaged-*"))  # the catalog was not to blame
 
 
 def test_an_ingest_restores_a_damaged_manifest_itself(seeded: tuple[Path, Path]) -> None:
@@ -602,7 +605,7 @@ def test_an_old_index_gains_its_copy_on_open_and_a_lost_one_names_the_server_fla
     (index / "manifest.json").unlink()
     shutil.rmtree(index / "chroma")  # its vectors elsewhere (a Chroma server): not guessed
     store = settings_for(index).store
-    with pytest.raises(IndexDamaged, match=r"--chroma-url URL doctor --repair"):
+    with pytest.raises(ManifestDamaged, match=r"--chroma-url URL doctor --repair"):
         Index.restore_manifest(store, embedder_name="minilm-int8", dim=384, chunk=ChunkSettings())
 
 
