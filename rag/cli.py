@@ -192,7 +192,7 @@ def _print_report(r: Any, list_all: bool) -> None:
         else:
             out(
                 f"Unsupported: {_n(len(r.unsupported), 'file')} of other types "
-                "(list them with --verbose)."
+                "(list them with `rag ingest --verbose`)."
             )
     if r.excluded:
         out(f"Left out {_n(len(r.excluded), 'file')} deleted from the index earlier (ingest a "
@@ -473,6 +473,9 @@ def chat(
 
 
 def _print_sources(answer: Any) -> None:
+    if answer.searched:
+        click.echo(f"(searched only in: {', '.join(_short(s) for s in answer.searched)})",
+                   err=True)  # fmt: skip
     for w in answer.warnings:
         click.echo(f"warning: {w}", err=True)
     if answer.refused:

@@ -594,6 +594,9 @@ class Rag:
                     piece.question = question
                     piece.standalone_question = standalone if standalone != question else None
                     piece.searched = list(sources) if sources else None
+                    if self._health is not None:  # found on open: said with every answer
+                        piece.warnings = [*piece.warnings,
+                                          *self._health.problems(self.index.dir)]  # fmt: skip
                     piece.timings = {**timings, **piece.timings}
                 yield piece
         finally:

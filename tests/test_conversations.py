@@ -45,6 +45,7 @@ def test_an_answer_survives_the_round_trip_as_it_was_shown(answers: list) -> Non
         assert render.sources_html([(1, back)]) == render.sources_html([(1, a)])
     assert [a.searched is None for a in answers] == [True, True, False]
     assert "Searched only in: 000_" in render.sources_html([(1, answers[2])])
+    assert "Searched only in: 000_" in render.answer_html(answers[2], 1)  # the chat says it
 
 
 def test_conversations_are_saved_listed_reopened_and_deleted(tmp_path: Path, answers: list) -> None:

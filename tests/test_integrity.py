@@ -77,6 +77,8 @@ def test_deleted_catalog_is_rebuilt_from_the_vectors(seeded: tuple[Path, Path]) 
         f.unlink()
     r = run_rag("ask", QUESTION, index=index)
     assert "catalog" in r.err and "doctor --repair" in r.err  # not a silent refusal
+    r = run_rag("ask", QUESTION, "--json", index=index)  # ... in the answer itself too
+    assert any("doctor --repair" in w for w in json.loads(r.out)["warnings"]), r.out
 
     code, health = _doctor(index, "--repair")
     assert code == 0, health

@@ -45,6 +45,9 @@ def answer_html(answer: Answer, turn: int) -> str:
 def _notes(answer: Answer) -> str:
     """Small print under an answer: the rewritten follow-up, and any warning."""
     notes = []
+    if answer.searched:  # the "Search in" choice stays set, out of sight on a phone
+        names = ", ".join(html.escape(doc_label(s, None)) for s in answer.searched)
+        notes.append(f"Searched only in: {names}")
     if answer.standalone_question and answer.standalone_question != answer.question:
         notes.append(f"Searched for: “{html.escape(answer.standalone_question)}”")
     notes += [f"⚠ {html.escape(w)}" for w in answer.warnings]
