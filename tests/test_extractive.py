@@ -38,6 +38,20 @@ def test_expected_kind_of_fact(question: str, kind: str) -> None:
     assert expected(question).kind == kind
 
 
+def test_a_year_or_a_list_marker_is_not_an_amount() -> None:
+    how_much = expected("How much did Japan pledge to the United States?")
+    # a sentence the walkthrough got as the answer, from a document that says no amount
+    assert not how_much.satisfied(
+        "Following the trilateral meeting at Camp David in 2023, the United States, Japan, and "
+        "Korea reached several agreements: 1) cross-border exchange of resources, 2) good "
+        "access to necessary equipment",
+        "How much did Japan pledge to the United States?",
+    )
+    assert how_much.satisfied("In 2025 Japan pledged $550 billion.", "How much did Japan pledge?")
+    assert how_much.satisfied("It was 40 tonnes (2) in 1999.", "How many tonnes?")
+    assert how_much.satisfied("tee(iterable, n=2) returns n iterators.", "How many?")
+
+
 @pytest.mark.parametrize(
     ("question", "must_contain"),
     [

@@ -167,7 +167,7 @@ class Page:
         """Add one file on the Documents tab and wait until it is indexed."""
         self.tab("Documents")
         self.page.set_input_files("#uploads input[type=file]", [str(path)])
-        self.page.wait_for_selector(f"#uploads :text('{path.name}')", timeout=45_000)
+        self.page.wait_for_selector(f"#uploads :text('{path.name}')", timeout=90_000)
         self.page.click("#add")
         self.page.wait_for_function(
             "document.querySelector('#docs-result').innerText.includes('Indexed')",

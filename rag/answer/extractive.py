@@ -81,9 +81,7 @@ class Expect:
         if self.kind == "percent":
             return bool(_new(_PERCENT, sentence, question))
         if self.kind == "number":
-            return bool(
-                _new(_NUMBER, sentence, question) or _new(_NUMBER_WORDS, sentence, question)
-            )
+            return bool(_amounts(sentence, question) or _new(_NUMBER_WORDS, sentence, question))
         if self.kind == "day":
             return bool(_new(_DAY, sentence, question))
         if self.kind == "date":
@@ -132,6 +130,25 @@ def _new(pattern: re.Pattern[str], sentence: str, question: str) -> list[str]:
     """Matches in the sentence that the question does not already contain."""
     ql = question.lower()
     return [m.group(0) for m in pattern.finditer(sentence) if m.group(0).lower().strip() not in ql]
+
+
+def _amounts(sentence: str, question: str) -> list[str]:
+    """Figures in the sentence that the question does not contain, other than years ("in
+    2023") and list markers ("1)"): neither says how much or how many."""
+    ql = question.lower()
+    out = []
+    for m in _NUMBER.finditer(sentence):
+        figure = m.group(0).strip().rstrip(",.")
+        # "1)" opening an item of a list, not "n=2)" closing a signature
+        marker = (
+            re.fullmatch(r"\d{1,2}", figure)
+            and sentence[m.end() : m.end() + 1] == ")"
+            and (m.start() == 0 or sentence[m.start() - 1].isspace())
+        )
+        if figure.lower() in ql or _YEAR.fullmatch(figure) or marker:
+            continue
+        out.append(figure)
+    return out
 
 
 def _names(sentence: str, question: str) -> list[str]:
