@@ -122,7 +122,7 @@ def not_there(given: Path | str) -> UsageError:
 
 def _kind(path: Path) -> str:
     """The file type, by the name of the file itself (a link's target)."""
-    return Path(source_name(path)).suffix.lower()
+    return (Path(source_name(path)) if path.is_symlink() else path).suffix.lower()
 
 
 def _dead_link(link: Path) -> str:
