@@ -429,15 +429,15 @@ class Index:
                 f"index format {manifest.get('format')}, this rag reads {FORMAT_VERSION}"
             )
         index = cls(settings, manifest)
+        copy = index._check_against_copy()  # a hand edit, not another build: restore it
         if problems:
-            index._check_against_copy()  # a hand edit, not another build: restore, not rebuild
             index.close()
             roots = " ".join(manifest.get("roots", [])) or "PATH"
             raise IndexMismatch(
                 f"{settings.index_dir}/ was built with {'; '.join(problems)}: rebuild it with "
                 f"`rag --index {settings.index_dir} ingest --rebuild{flags} {roots}` or {same}"
             )
-        if index._check_against_copy() is None and not index.read_only:
+        if copy is None and not index.read_only:
             # an index from before the copy was kept gets one now, before it is ever needed
             with contextlib.suppress(sqlite3.DatabaseError, OSError):
                 index._db.execute(_PUT_COPY, (json.dumps(manifest, indent=2, sort_keys=True),))
@@ -478,8 +478,7 @@ class Index:
         with contextlib.suppress(sqlite3.DatabaseError, ValueError, ManifestDamaged):
             uri = (directory / CATALOG).resolve().as_uri()
             with contextlib.closing(sqlite3.connect(f"{uri}?mode=ro", uri=True)) as db:
-                row = db.execute("SELECT value FROM meta WHERE key='manifest'").fetchone()
-            copy = _checked_manifest(json.loads(row[0]), directory) if row else None
+                copy = _manifest_copy(db, directory)
         if copy is None and not settings.chroma_url and not (directory / "chroma").is_dir():
             raise ManifestDamaged(
                 f"{directory / MANIFEST} is lost, the catalog keeps no copy of it (an index "
@@ -511,16 +510,12 @@ class Index:
             index.close()
         log.warning("restored %s", directory / MANIFEST)
 
-    def _manifest_copy(self) -> dict[str, Any] | None:
-        row = self._db.execute("SELECT value FROM meta WHERE key='manifest'").fetchone()
-        return _checked_manifest(json.loads(row[0]), self.dir) if row else None
-
     def _check_against_copy(self) -> dict[str, Any] | None:
         """The catalog's copy of the manifest (None: it keeps none); ManifestDamaged when
         manifest.json says other than the copy about how the index was built (a hand edit:
         those fields never change after a build)."""
         try:
-            copy = self._manifest_copy()
+            copy = _manifest_copy(self._db, self.dir)
         except (sqlite3.DatabaseError, ValueError, ManifestDamaged):
             return {}  # unreadable: the catalog's own checks report it
         for key in ("format", "embedding", "chunk", "collection", "chroma_url"):
@@ -1291,6 +1286,12 @@ _PUT_COPY = (
 )
 
 
+def _manifest_copy(db: sqlite3.Connection, index_dir: Path) -> dict[str, Any] | None:
+    """The catalog's copy of the manifest (written by `write_manifest`), None if it has none."""
+    row = db.execute("SELECT value FROM meta WHERE key='manifest'").fetchone()
+    return _checked_manifest(json.loads(row[0]), index_dir) if row else None
+
+
 def _new_manifest(
     settings: StoreSettings, embedder_name: str, dim: int, chunk: ChunkSettings
 ) -> dict[str, Any]:
@@ -1317,31 +1318,34 @@ _SUBFIELDS = {"embedding": ("model", "dim"), "chunk": ("size", "overlap")}
 
 def _checked_manifest(data: Any, index_dir: Path) -> dict[str, Any]:
     """`data` if it is a manifest this rag can read; else ManifestDamaged naming the field."""
-    bad = None
-    if not isinstance(data, dict):
-        bad = f"holds a {type(data).__name__}, not an object"
-    else:
-        for key, types in _FIELDS.items():
-            value = data.get(key, ...)
-            if value is ... or (isinstance(value, types) and not isinstance(value, bool)):
-                continue
-            bad = f'has "{key}": {json.dumps(value)[:40]}'
-            break
-        for key, subs in _SUBFIELDS.items():
-            value = data.get(key, {})
-            for sub in subs if bad is None else ():
-                want = str if sub == "model" else int
-                got = value.get(sub)
-                if bad is None and (not isinstance(got, want) or isinstance(got, bool)):
-                    bad = f'has "{key}.{sub}": {json.dumps(value.get(sub))[:40]}'
-        if bad is None and not all(isinstance(r, str) for r in data.get("roots", [])):
-            bad = '"roots" that are not all paths'
+    bad = _bad_field(data)
     if bad is not None:
         raise ManifestDamaged(
             f"{Path(index_dir) / MANIFEST} {bad}: restore it with `rag --index {index_dir} "
             "doctor --repair` (nothing is embedded again)"
         )
     return data
+
+
+def _bad_field(data: Any) -> str | None:
+    """What is wrong with a manifest, as "has "key": value"; None when nothing is."""
+    if not isinstance(data, dict):
+        return f"holds a {type(data).__name__}, not an object"
+
+    def wrong(value: Any, types: tuple[type, ...]) -> bool:
+        return not isinstance(value, types) or isinstance(value, bool)
+
+    for key, types in _FIELDS.items():
+        if key in data and wrong(data[key], types):
+            return f'has "{key}": {json.dumps(data[key])[:40]}'
+    for key, subs in _SUBFIELDS.items():
+        for sub in subs:
+            got = data.get(key, {}).get(sub)
+            if wrong(got, (str,) if sub == "model" else (int,)):
+                return f'has "{key}.{sub}": {json.dumps(got)[:40]}'
+    if not all(isinstance(r, str) for r in data.get("roots", [])):
+        return '"roots" that are not all paths'
+    return None
 
 
 def _has_parts(directory: Path) -> bool:
