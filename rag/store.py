@@ -40,7 +40,7 @@ from .errors import (
     ManifestDamaged,
     StoreError,
 )
-from .text import display_title, stemmer
+from .text import display_title
 from .types import Chunk, Document
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,11 @@ CREATE TABLE IF NOT EXISTS chunks (
 );
 CREATE INDEX IF NOT EXISTS chunks_source ON chunks(source, position);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS chunk_terms (
+  id TEXT PRIMARY KEY, crc INTEGER NOT NULL, terms TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS chunk_terms_gone AFTER DELETE ON chunks
+  BEGIN DELETE FROM chunk_terms WHERE id = OLD.id; END;
 """
 
 
@@ -1132,11 +1137,9 @@ class Index:
         retriever = self._keyword_index()
         if retriever is None or not self._bm25_ids or (sources is not None and not sources):
             return []
-        import bm25s
+        from . import keyword
 
-        tokens = bm25s.tokenize(
-            [query], stopwords="en", stemmer=stemmer(), show_progress=False, return_ids=False
-        )
+        tokens = [keyword.query_terms(query)]
         vocab = retriever.vocab_dict
         query_tokens = [[t for t in tokens[0] if t in vocab]]
         if not query_tokens[0]:
@@ -1195,21 +1198,39 @@ class Index:
         return self._bm25
 
     def rebuild_keyword_index(self, save: bool = True) -> None:
-        import bm25s
+        """BM25 over every chunk. Each chunk's terms are cached in the catalog (`chunk_terms`,
+        checked by a CRC of its text), so only chunks new since the last build are tokenized;
+        `save`: the caller holds the write lock, and the cache and bm25/ are written."""
+        from . import keyword
 
         gen = self.generation()
-        rows = self._db.execute(
-            "SELECT id, title, heading, text FROM chunks ORDER BY source, position"
-        ).fetchall()
+        sql = (
+            "SELECT c.id, c.title, c.heading, c.text, t.crc, t.terms FROM chunks c "
+            "LEFT JOIN chunk_terms t ON t.id = c.id ORDER BY c.source, c.position"
+        )
+        if not self._has_table("chunk_terms"):  # an older catalog opened read-only
+            sql = (
+                "SELECT id, title, heading, text, NULL, NULL FROM chunks ORDER BY source, position"
+            )
+        rows = self._db.execute(sql).fetchall()
         self._bm25_ids = [r[0] for r in rows]
         self._bm25_gen = gen
         if not rows:
             self._bm25 = None
             return
-        corpus = [f"{r[1]}\n{r[2]}\n{r[3]}" for r in rows]
-        tokens = bm25s.tokenize(corpus, stopwords="en", stemmer=stemmer(), show_progress=False)
-        retriever = bm25s.BM25()
-        retriever.index(tokens, show_progress=False)
+        entries: list[str] = []
+        todo: list[tuple[int, str, int]] = []  # (row, text, crc) of chunks not cached alike
+        for n, (_, title, heading, text, crc, terms) in enumerate(rows):
+            full = keyword.chunk_text(title, heading, text)
+            now = keyword.digest(full)
+            entries.append(terms if crc == now else "")
+            if crc != now:
+                todo.append((n, full, now))
+        for (n, _, _), terms in zip(todo, keyword.terms([t for _, t, _ in todo]), strict=True):
+            entries[n] = terms
+        if save and todo and not self.read_only:
+            self._cache_terms([(rows[n][0], crc, entries[n]) for n, _, crc in todo])
+        retriever = keyword.build(entries)
         self._bm25 = retriever
         if save:
             folder = self.dir / "bm25"
@@ -1226,6 +1247,22 @@ class Index:
                 tmp.replace(folder)
             except OSError as e:  # a read-only index still answers from memory
                 log.warning("could not save the keyword index (%s)", e)
+
+    def _has_table(self, name: str) -> bool:
+        q = "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?"
+        return self._db.execute(q, (name,)).fetchone() is not None
+
+    def _cache_terms(self, rows: list[tuple[str, int, str]]) -> None:
+        """Remember chunks' terms (a full disk or a read-only catalog only loses the cache)."""
+        try:
+            with self._db:  # one transaction
+                self._db.execute("BEGIN")
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO chunk_terms (id, crc, terms) VALUES (?, ?, ?)", rows
+                )
+        except sqlite3.Error as e:
+            log.warning("could not cache the keyword terms (%s): the next build tokenizes "
+                        "them again", e)  # fmt: skip
 
     # --- status ------------------------------------------------------------------------
 
