@@ -1,18 +1,17 @@
 """The keyword index's text side: a chunk's terms, and BM25 built over them.
 
-Terms are what `bm25s.tokenize` makes (English stop words out, Snowball stems), kept per
-chunk as one space-separated string so the catalog can cache them: an ingest that changes
-one file tokenizes that file's chunks only, not every chunk again.
+Terms are what `bm25s.tokenize` makes (English stop words out, Snowball stems). The catalog
+caches each chunk's terms as int32 ids into a vocabulary it keeps too, so an ingest that
+changes one file tokenizes that file's chunks only, and a rebuild reads ids, not text.
 
 `build` gives a `bm25s.BM25` that scores exactly as `bm25s.BM25().index(...)` does (Lucene
 BM25, k1 = 1.5, b = 0.75; checked by tests/test_keyword.py), with the score matrix computed
 in a few numpy operations instead of bm25s's loop over documents (32k chunks: 0.4 s instead of
-3.3 s, docs/benchmarks.md#scale).
+3.3 s; the whole rebuild at 134k chunks 2.7–3.2 s instead of 28–30 s, docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,11 +23,6 @@ from .text import stemmer
 def chunk_text(title: str, heading: str, text: str) -> str:
     """What a chunk's keyword entry is made from."""
     return f"{title}\n{heading}\n{text}"
-
-
-def digest(text: str) -> int:
-    """Tells a cached entry from one made of other text (CRC-32)."""
-    return zlib.crc32(text.encode("utf-8", "surrogatepass"))
 
 
 def terms(texts: Sequence[str]) -> list[str]:
@@ -47,20 +41,33 @@ def query_terms(query: str) -> list[str]:
     return terms([query])[0].split()
 
 
+def encode(entry: str, vocab: dict[str, int]) -> bytes:
+    """An entry's terms as int32 ids into `vocab` (new terms are added to it), as stored."""
+    add = vocab.setdefault
+    return np.fromiter((add(w, len(vocab)) for w in entry.split()), np.int32).tobytes()
+
+
 def build(entries: Sequence[str], k1: float = 1.5, b: float = 0.75) -> Any:
     """A bm25s retriever over `entries` (the strings `terms` makes), one document each."""
+    vocab: dict[str, int] = {}
+    return build_from_ids([encode(e, vocab) for e in entries], vocab, k1, b)
+
+
+def build_from_ids(docs: Sequence[bytes], vocab: dict[str, int], k1: float = 1.5,
+                   b: float = 0.75) -> Any:  # fmt: skip
+    """A bm25s retriever over documents given as int32 term ids (`encode`) into `vocab`,
+    whose ids run from 0 to len(vocab) - 1 (a term no document holds any more scores 0)."""
     import bm25s
 
-    words = " ".join(entries).split()
-    vocab = {w: i for i, w in enumerate(dict.fromkeys(words))}  # first-seen order
-    n_docs, n_vocab = len(entries), len(vocab)
-    lengths = np.fromiter((e.count(" ") + 1 if e else 0 for e in entries), np.int64, n_docs)
-    token = np.fromiter(map(vocab.__getitem__, words), np.int64, len(words))
+    n_docs, n_vocab = len(docs), len(vocab)
+    lengths = np.fromiter((len(d) // 4 for d in docs), np.int64, n_docs)
+    token = np.frombuffer(b"".join(docs), np.int32).astype(np.int64)
     doc = np.repeat(np.arange(n_docs, dtype=np.int64), lengths)
     # one (term, document) pair per distinct occurrence, sorted by term then document: the
     # column-major order of bm25s's (documents × terms) CSC matrix
-    pair, tf = np.unique(token * max(n_docs, 1) + doc, return_counts=True)
-    term, doc = pair // max(n_docs, 1), pair % max(n_docs, 1)
+    rows = max(n_docs, 1)
+    pair, tf = np.unique(token * rows + doc, return_counts=True)
+    term, doc = pair // rows, pair % rows
     df = np.bincount(term, minlength=n_vocab)
     idf = np.log(1 + (n_docs - df + 0.5) / (df + 0.5)).astype(np.float32)
     tf32 = tf.astype(np.float32)
@@ -74,7 +81,6 @@ def build(entries: Sequence[str], k1: float = 1.5, b: float = 0.75) -> Any:
         "num_docs": n_docs,
     }
     retriever.nonoccurrence_array = None
-    vocab[""] = n_vocab  # bm25s's empty token, as `index(create_empty_token=True)` adds it
-    retriever.vocab_dict = vocab
-    retriever.unique_token_ids_set = set(vocab.values())
+    retriever.vocab_dict = {**vocab, "": n_vocab}  # bm25s's empty token, as index() adds it
+    retriever.unique_token_ids_set = set(retriever.vocab_dict.values())
     return retriever

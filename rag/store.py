@@ -63,11 +63,12 @@ CREATE TABLE IF NOT EXISTS chunks (
 );
 CREATE INDEX IF NOT EXISTS chunks_source ON chunks(source, position);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
-CREATE TABLE IF NOT EXISTS chunk_terms (
-  id TEXT PRIMARY KEY, crc INTEGER NOT NULL, terms TEXT NOT NULL
-);
-CREATE TRIGGER IF NOT EXISTS chunk_terms_gone AFTER DELETE ON chunks
-  BEGIN DELETE FROM chunk_terms WHERE id = OLD.id; END;
+CREATE TABLE IF NOT EXISTS keyword_vocab (term TEXT PRIMARY KEY, id INTEGER NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS keyword_terms (id TEXT PRIMARY KEY, terms BLOB NOT NULL);
+CREATE TRIGGER IF NOT EXISTS keyword_terms_gone AFTER DELETE ON chunks
+  BEGIN DELETE FROM keyword_terms WHERE id = OLD.id; END;
+CREATE TRIGGER IF NOT EXISTS keyword_terms_stale AFTER UPDATE ON chunks
+  BEGIN DELETE FROM keyword_terms WHERE id = OLD.id; END;
 """
 
 
@@ -561,6 +562,7 @@ class Index:
         db = sqlite3.connect(self.dir / CATALOG, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA recursive_triggers=ON")  # INSERT OR REPLACE fires the delete trigger
         db.executescript(_SCHEMA)
         return db
 
@@ -1198,39 +1200,40 @@ class Index:
         return self._bm25
 
     def rebuild_keyword_index(self, save: bool = True) -> None:
-        """BM25 over every chunk. Each chunk's terms are cached in the catalog (`chunk_terms`,
-        checked by a CRC of its text), so only chunks new since the last build are tokenized;
-        `save`: the caller holds the write lock, and the cache and bm25/ are written."""
+        """BM25 over every chunk. Each chunk's terms are cached in the catalog as ids into
+        `keyword_vocab` (`keyword_terms`; triggers drop an entry when its chunk is deleted or
+        changed), so only chunks new since the last build are tokenized. `save`: the caller
+        holds the write lock, and the cache and bm25/ are written."""
         from . import keyword
 
         gen = self.generation()
-        sql = (
-            "SELECT c.id, c.title, c.heading, c.text, t.crc, t.terms FROM chunks c "
-            "LEFT JOIN chunk_terms t ON t.id = c.id ORDER BY c.source, c.position"
-        )
-        if not self._has_table("chunk_terms"):  # an older catalog opened read-only
-            sql = (
-                "SELECT id, title, heading, text, NULL, NULL FROM chunks ORDER BY source, position"
-            )
-        rows = self._db.execute(sql).fetchall()
+        cached = self._has_table("keyword_terms")  # not in an older catalog opened read-only
+        rows = self._db.execute(
+            "SELECT c.id, t.terms FROM chunks c LEFT JOIN keyword_terms t ON t.id = c.id "
+            "ORDER BY c.source, c.position"
+            if cached
+            else "SELECT id, NULL FROM chunks ORDER BY source, position"
+        ).fetchall()
         self._bm25_ids = [r[0] for r in rows]
         self._bm25_gen = gen
         if not rows:
             self._bm25 = None
             return
-        entries: list[str] = []
-        todo: list[tuple[int, str, int]] = []  # (row, text, crc) of chunks not cached alike
-        for n, (_, title, heading, text, crc, terms) in enumerate(rows):
-            full = keyword.chunk_text(title, heading, text)
-            now = keyword.digest(full)
-            entries.append(terms if crc == now else "")
-            if crc != now:
-                todo.append((n, full, now))
-        for (n, _, _), terms in zip(todo, keyword.terms([t for _, t, _ in todo]), strict=True):
-            entries[n] = terms
-        if save and todo and not self.read_only:
-            self._cache_terms([(rows[n][0], crc, entries[n]) for n, _, crc in todo])
-        retriever = keyword.build(entries)
+        vocab: dict[str, int] = (
+            dict(self._db.execute("SELECT term, id FROM keyword_vocab")) if cached else {}
+        )
+        known = len(vocab)
+        blobs: list[bytes] = [r[1] for r in rows]
+        todo = [n for n, b in enumerate(blobs) if b is None]
+        texts = self.chunks([rows[n][0] for n in todo])
+        entries = keyword.terms([keyword.chunk_text(c.title, c.heading, c.text)
+                                 for c in (texts[rows[n][0]] for n in todo)])  # fmt: skip
+        for n, entry in zip(todo, entries, strict=True):
+            blobs[n] = keyword.encode(entry, vocab)
+        if save and todo and cached and not self.read_only:
+            added = [(t, i) for t, i in vocab.items() if i >= known]
+            self._cache_terms(added, [(rows[n][0], blobs[n]) for n in todo])
+        retriever = keyword.build_from_ids(blobs, vocab)
         self._bm25 = retriever
         if save:
             folder = self.dir / "bm25"
@@ -1252,13 +1255,14 @@ class Index:
         q = "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?"
         return self._db.execute(q, (name,)).fetchone() is not None
 
-    def _cache_terms(self, rows: list[tuple[str, int, str]]) -> None:
-        """Remember chunks' terms (a full disk or a read-only catalog only loses the cache)."""
+    def _cache_terms(self, terms: list[tuple[str, int]], rows: list[tuple[str, bytes]]) -> None:
+        """Remember new terms and chunks' term ids (a full disk only loses the cache)."""
         try:
             with self._db:  # one transaction
                 self._db.execute("BEGIN")
+                self._db.executemany("INSERT INTO keyword_vocab (term, id) VALUES (?, ?)", terms)
                 self._db.executemany(
-                    "INSERT OR REPLACE INTO chunk_terms (id, crc, terms) VALUES (?, ?, ?)", rows
+                    "INSERT OR REPLACE INTO keyword_terms (id, terms) VALUES (?, ?)", rows
                 )
         except sqlite3.Error as e:
             log.warning("could not cache the keyword terms (%s): the next build tokenizes "

@@ -88,7 +88,7 @@ def test_an_ingest_tokenizes_only_new_chunks(
     assert rag.index.keyword("ferry Douro boats", 5)[0][0] in _ids(rag, "gamma.txt")
     # the cached terms give what tokenizing everything again gives
     fresh = Rag(settings_for(tmp_path / "idx"))
-    fresh.index._db.execute("DELETE FROM chunk_terms")
+    fresh.index._db.execute("DELETE FROM keyword_terms")
     fresh.index.rebuild_keyword_index(save=False)
     for q in ("bicycle stations Ghent", "ferry Douro boats", "solar water pumps"):
         assert fresh.index.keyword(q, 5) == rag.index.keyword(q, 5)
@@ -99,9 +99,9 @@ def test_the_cache_follows_the_catalog(tmp_path: Path, corpus: Path, counted: li
     rag = Rag(settings_for(tmp_path / "idx"))
     rag.ingest([corpus])
     db = sqlite3.connect(tmp_path / "idx" / CATALOG)
-    n = db.execute("SELECT COUNT(*) FROM chunk_terms").fetchone()[0]
+    n = db.execute("SELECT COUNT(*) FROM keyword_terms").fetchone()[0]
     assert n == rag.index.count_chunks()
-    # a chunk whose text changed under the same id (a new loader) is tokenized again
+    # a chunk whose text changed under the same id (by hand, a new loader) is tokenized again
     cid = _ids(rag, "beta.txt")[0]
     db.execute("UPDATE chunks SET text = 'Beta now runs trams in Ghent.' WHERE id = ?", (cid,))
     db.commit()
@@ -109,7 +109,18 @@ def test_the_cache_follows_the_catalog(tmp_path: Path, corpus: Path, counted: li
     rag.index.rebuild_keyword_index()
     assert counted == [1]
     assert rag.index.keyword("trams", 5)[0][0] == cid
+    # and so is one replaced by INSERT OR REPLACE (the delete trigger fires for it too)
+    row = rag.index._db.execute("SELECT * FROM chunks WHERE id = ?", (cid,)).fetchone()
+    row = (*row[:3], "Beta now runs ferries in Ghent.", *row[4:])
+    rag.index._db.execute("INSERT OR REPLACE INTO chunks VALUES (?,?,?,?,?,?,?,?,?)", row)
+    counted.clear()
+    rag.index.rebuild_keyword_index()
+    assert counted == [1]
+    assert rag.index.keyword("ferries", 5)[0][0] == cid
     # deleted chunks take their cached terms with them
     rag.delete([s for s in rag.files() if s.endswith("beta.txt")])
-    ids = {r[0] for r in db.execute("SELECT id FROM chunk_terms")}
+    ids = {r[0] for r in db.execute("SELECT id FROM keyword_terms")}
     assert cid not in ids and len(ids) == rag.index.count_chunks()
+    # the vocabulary ids stay dense and unique, as build_from_ids needs
+    vocab = db.execute("SELECT COUNT(*), MIN(id), MAX(id) FROM keyword_vocab").fetchone()
+    assert vocab[0] > 10 and vocab[1:] == (0, vocab[0] - 1)
