@@ -20,11 +20,6 @@ import numpy as np
 from .text import stemmer
 
 
-def chunk_text(title: str, heading: str, text: str) -> str:
-    """What a chunk's keyword entry is made from."""
-    return f"{title}\n{heading}\n{text}"
-
-
 def terms(texts: Sequence[str]) -> list[str]:
     """Each text's terms, in order, as one space-separated string (terms hold no spaces)."""
     import bm25s

@@ -1209,10 +1209,13 @@ class Index:
         gen = self.generation()
         cached = self._has_table("keyword_terms")  # not in an older catalog opened read-only
         rows = self._db.execute(
-            "SELECT c.id, t.terms FROM chunks c LEFT JOIN keyword_terms t ON t.id = c.id "
-            "ORDER BY c.source, c.position"
+            "SELECT c.id, t.terms, CASE WHEN t.terms IS NULL THEN c.title || char(10) || "
+            "c.heading || char(10) || c.text END FROM chunks c "
+            "LEFT JOIN keyword_terms t ON t.id = c.id "
+            "ORDER BY c.source, c.position"  # the text only of chunks not cached
             if cached
-            else "SELECT id, NULL FROM chunks ORDER BY source, position"
+            else "SELECT id, NULL, title || char(10) || heading || char(10) || text FROM chunks "
+            "ORDER BY source, position"
         ).fetchall()
         self._bm25_ids = [r[0] for r in rows]
         self._bm25_gen = gen
@@ -1225,9 +1228,7 @@ class Index:
         known = len(vocab)
         blobs: list[bytes] = [r[1] for r in rows]
         todo = [n for n, b in enumerate(blobs) if b is None]
-        texts = self.chunks([rows[n][0] for n in todo])
-        entries = keyword.terms([keyword.chunk_text(c.title, c.heading, c.text)
-                                 for c in (texts[rows[n][0]] for n in todo)])  # fmt: skip
+        entries = keyword.terms([rows[n][2] for n in todo])
         for n, entry in zip(todo, entries, strict=True):
             blobs[n] = keyword.encode(entry, vocab)
         if save and todo and cached and not self.read_only:
