@@ -24,7 +24,7 @@ def _passages() -> list[str]:
 
 
 def test_build_scores_exactly_as_bm25s() -> None:
-    corpus = _passages() + ["", "the and of"]  # an empty one and one of stop words only
+    corpus = [*_passages(), "", "the and of"]  # an empty one and one of stop words only
     theirs = bm25s.BM25()
     theirs.index(
         bm25s.tokenize(corpus, stopwords="en", stemmer=stemmer(), show_progress=False),
