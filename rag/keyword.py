@@ -19,6 +19,18 @@ import numpy as np
 
 from .text import stemmer
 
+# Bump when `terms` changes what it makes: a catalog's cached terms are then made again.
+FORMAT = 1
+_ID = np.dtype("<i4")  # how a term id is stored
+
+
+def fingerprint() -> str:
+    """What made the cached terms: this code's format and the tokenizer's and stemmer's
+    versions (another version may stem a word otherwise)."""
+    from importlib.metadata import version
+
+    return f"{FORMAT}; bm25s {version('bm25s')}; PyStemmer {version('PyStemmer')}"
+
 
 def terms(texts: Sequence[str]) -> list[str]:
     """Each text's terms, in order, as one space-separated string (terms hold no spaces)."""
@@ -39,7 +51,20 @@ def query_terms(query: str) -> list[str]:
 def encode(entry: str, vocab: dict[str, int]) -> bytes:
     """An entry's terms as int32 ids into `vocab` (new terms are added to it), as stored."""
     add = vocab.setdefault
-    return np.fromiter((add(w, len(vocab)) for w in entry.split()), np.int32).tobytes()
+    return np.fromiter((add(w, len(vocab)) for w in entry.split()), _ID).tobytes()
+
+
+def check(docs: Sequence[bytes], vocab: dict[str, int]) -> str | None:
+    """What is wrong with cached term ids and their vocabulary, if anything."""
+    n = len(vocab)
+    if n and (min(vocab.values()) != 0 or max(vocab.values()) != n - 1):
+        return "the vocabulary's ids are not 0..n-1"
+    if any(len(d) % _ID.itemsize for d in docs):
+        return "an entry is not a whole number of term ids"
+    ids = np.frombuffer(b"".join(docs), _ID)
+    if len(ids) and (int(ids.min()) < 0 or int(ids.max()) >= n):
+        return "an entry names a term the vocabulary does not hold"
+    return None
 
 
 def build(entries: Sequence[str], k1: float = 1.5, b: float = 0.75) -> Any:
@@ -55,8 +80,8 @@ def build_from_ids(docs: Sequence[bytes], vocab: dict[str, int], k1: float = 1.5
     import bm25s
 
     n_docs, n_vocab = len(docs), len(vocab)
-    lengths = np.fromiter((len(d) // 4 for d in docs), np.int64, n_docs)
-    token = np.frombuffer(b"".join(docs), np.int32).astype(np.int64)
+    lengths = np.fromiter((len(d) // _ID.itemsize for d in docs), np.int64, n_docs)
+    token = np.frombuffer(b"".join(docs), _ID).astype(np.int64)
     doc = np.repeat(np.arange(n_docs, dtype=np.int64), lengths)
     # one (term, document) pair per distinct occurrence, sorted by term then document: the
     # column-major order of bm25s's (documents × terms) CSC matrix

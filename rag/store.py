@@ -63,6 +63,10 @@ CREATE TABLE IF NOT EXISTS chunks (
 );
 CREATE INDEX IF NOT EXISTS chunks_source ON chunks(source, position);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+"""
+# the keyword index's term cache (rebuild_keyword_index); an older catalog that cannot be
+# written (a read-only file) is used without it
+_KEYWORD_SCHEMA = """
 CREATE TABLE IF NOT EXISTS keyword_vocab (term TEXT PRIMARY KEY, id INTEGER NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS keyword_terms (id TEXT PRIMARY KEY, terms BLOB NOT NULL);
 CREATE TRIGGER IF NOT EXISTS keyword_terms_gone AFTER DELETE ON chunks
@@ -564,6 +568,10 @@ class Index:
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA recursive_triggers=ON")  # INSERT OR REPLACE fires the delete trigger
         db.executescript(_SCHEMA)
+        try:
+            db.executescript(_KEYWORD_SCHEMA)
+        except sqlite3.OperationalError as e:  # read-only: keyword terms are not cached
+            log.info("the keyword term cache cannot be made here (%s)", e)
         return db
 
     def _writable(self) -> None:
@@ -1202,39 +1210,36 @@ class Index:
     def rebuild_keyword_index(self, save: bool = True) -> None:
         """BM25 over every chunk. Each chunk's terms are cached in the catalog as ids into
         `keyword_vocab` (`keyword_terms`; triggers drop an entry when its chunk is deleted or
-        changed), so only chunks new since the last build are tokenized. `save`: the caller
-        holds the write lock, and the cache and bm25/ are written."""
+        changed), so only chunks new since the last build are tokenized. The cache is used
+        only when it was made by this tokenizer (`keyword.fingerprint`) and is consistent;
+        else every chunk is tokenized again and the cache replaced. `save`: the caller holds
+        the write lock, and the cache and bm25/ are written."""
         from . import keyword
 
         gen = self.generation()
-        cached = self._has_table("keyword_terms")  # not in an older catalog opened read-only
-        rows = self._db.execute(
-            "SELECT c.id, t.terms, CASE WHEN t.terms IS NULL THEN c.title || char(10) || "
-            "c.heading || char(10) || c.text END FROM chunks c "
-            "LEFT JOIN keyword_terms t ON t.id = c.id "
-            "ORDER BY c.source, c.position"  # the text only of chunks not cached
-            if cached
-            else "SELECT id, NULL, title || char(10) || heading || char(10) || text FROM chunks "
-            "ORDER BY source, position"
-        ).fetchall()
-        self._bm25_ids = [r[0] for r in rows]
-        self._bm25_gen = gen
-        if not rows:
-            self._bm25 = None
-            return
-        vocab: dict[str, int] = (
-            dict(self._db.execute("SELECT term, id FROM keyword_vocab")) if cached else {}
-        )
+        tables = self._has_table("keyword_terms")
+        use = tables and self._meta("keyword_format") == keyword.fingerprint()
+        rows, vocab = self._keyword_rows(use)
+        if use and (problem := keyword.check([r[1] for r in rows if r[1] is not None], vocab)):
+            log.warning("the keyword term cache is inconsistent (%s): tokenizing every chunk "
+                        "again", problem)  # fmt: skip
+            use = False
+            rows, vocab = self._keyword_rows(use)
         known = len(vocab)
         blobs: list[bytes] = [r[1] for r in rows]
         todo = [n for n, b in enumerate(blobs) if b is None]
         entries = keyword.terms([rows[n][2] for n in todo])
         for n, entry in zip(todo, entries, strict=True):
             blobs[n] = keyword.encode(entry, vocab)
-        if save and todo and cached and not self.read_only:
+        if save and tables and not self.read_only and (todo or not use):
             added = [(t, i) for t, i in vocab.items() if i >= known]
-            self._cache_terms(added, [(rows[n][0], blobs[n]) for n in todo])
-        retriever = keyword.build_from_ids(blobs, vocab)
+            self._cache_terms(added, [(rows[n][0], blobs[n]) for n in todo], reset=not use)
+        retriever = keyword.build_from_ids(blobs, vocab) if rows else None
+        self._bm25_ids = [r[0] for r in rows]
+        self._bm25_gen = gen
+        if retriever is None:
+            self._bm25 = None
+            return
         self._bm25 = retriever
         if save:
             folder = self.dir / "bm25"
@@ -1256,11 +1261,43 @@ class Index:
         q = "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?"
         return self._db.execute(q, (name,)).fetchone() is not None
 
-    def _cache_terms(self, terms: list[tuple[str, int]], rows: list[tuple[str, bytes]]) -> None:
-        """Remember new terms and chunks' term ids (a full disk only loses the cache)."""
+    def _meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def _keyword_rows(self, cached: bool) -> tuple[list[Any], dict[str, int]]:
+        """(id, cached term ids or None, text when not cached) of every chunk in keyword-index
+        order, and the cached vocabulary (empty when `cached` is False)."""
+        if not cached:
+            rows = self._db.execute(
+                "SELECT id, NULL, title || char(10) || heading || char(10) || text FROM chunks "
+                "ORDER BY source, position"
+            ).fetchall()
+            return rows, {}
+        rows = self._db.execute(
+            "SELECT c.id, t.terms, CASE WHEN t.terms IS NULL THEN c.title || char(10) || "
+            "c.heading || char(10) || c.text END FROM chunks c "
+            "LEFT JOIN keyword_terms t ON t.id = c.id ORDER BY c.source, c.position"
+        ).fetchall()  # the text only of chunks not cached
+        return rows, dict(self._db.execute("SELECT term, id FROM keyword_vocab"))
+
+    def _cache_terms(
+        self, terms: list[tuple[str, int]], rows: list[tuple[str, bytes]], *, reset: bool
+    ) -> None:
+        """Remember new terms and chunks' term ids; `reset`: the cache so far is dropped
+        first (another tokenizer's, or inconsistent). A full disk only loses the cache."""
+        from . import keyword
+
         try:
             with self._db:  # one transaction
                 self._db.execute("BEGIN")
+                if reset:
+                    self._db.execute("DELETE FROM keyword_terms")
+                    self._db.execute("DELETE FROM keyword_vocab")
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO meta (key, value) VALUES ('keyword_format', ?)",
+                        (keyword.fingerprint(),),
+                    )
                 self._db.executemany("INSERT INTO keyword_vocab (term, id) VALUES (?, ?)", terms)
                 self._db.executemany(
                     "INSERT OR REPLACE INTO keyword_terms (id, terms) VALUES (?, ?)", rows

@@ -32,7 +32,15 @@ def test_build_scores_exactly_as_bm25s() -> None:
     )
     ours = keyword.build(keyword.terms(corpus))
     assert ours.scores["num_docs"] == theirs.scores["num_docs"] == len(corpus)
-    assert ours.scores["data"].dtype == theirs.scores["data"].dtype
+    for part in ("data", "indices", "indptr"):
+        assert ours.scores[part].dtype == theirs.scores[part].dtype, part
+    assert set(ours.vocab_dict) == set(theirs.vocab_dict)
+    for term in sorted(theirs.vocab_dict)[1::7]:  # every 7th term's scores over all passages
+        if term:
+            np.testing.assert_array_equal(
+                ours.get_scores_from_ids([ours.vocab_dict[term]]),
+                theirs.get_scores_from_ids([theirs.vocab_dict[term]]),
+            )
     for q in ("tariffs on Korean cars", "semiconductor exports", "Japan pledged billion"):
         qt = [[t for t in keyword.query_terms(q) if t in ours.vocab_dict]]
         a_docs, a_scores = ours.retrieve(qt, k=10, show_progress=False, n_threads=1)
@@ -88,8 +96,10 @@ def test_an_ingest_tokenizes_only_new_chunks(
     assert rag.index.keyword("ferry Douro boats", 5)[0][0] in _ids(rag, "gamma.txt")
     # the cached terms give what tokenizing everything again gives
     fresh = Rag(settings_for(tmp_path / "idx"))
-    fresh.index._db.execute("DELETE FROM keyword_terms")
+    fresh.index._db.execute("DELETE FROM meta WHERE key = 'keyword_format'")  # cache unused
+    counted.clear()
     fresh.index.rebuild_keyword_index(save=False)
+    assert sum(counted) == fresh.index.count_chunks()
     for q in ("bicycle stations Ghent", "ferry Douro boats", "solar water pumps"):
         assert fresh.index.keyword(q, 5) == rag.index.keyword(q, 5)
     assert [i for i, _ in before] == [i for i, _ in rag.index.keyword("bicycle stations Ghent", 5)]
@@ -124,3 +134,35 @@ def test_the_cache_follows_the_catalog(tmp_path: Path, corpus: Path, counted: li
     # the vocabulary ids stay dense and unique, as build_from_ids needs
     vocab = db.execute("SELECT COUNT(*), MIN(id), MAX(id) FROM keyword_vocab").fetchone()
     assert vocab[0] > 10 and vocab[1:] == (0, vocab[0] - 1)
+
+
+def test_a_cache_of_another_tokenizer_or_damaged_is_made_again(
+    tmp_path: Path, corpus: Path, counted: list[int], caplog: pytest.LogCaptureFixture
+) -> None:
+    rag = Rag(settings_for(tmp_path / "idx"))
+    rag.ingest([corpus])
+    n = rag.index.count_chunks()
+    want = rag.index.keyword("bicycle stations Ghent", 5)
+    db = rag.index._db
+    # made by another bm25s or PyStemmer (they may stem otherwise): every chunk again
+    db.execute(
+        "UPDATE meta SET value = '1; bm25s 0.3.0; PyStemmer 2.2' WHERE key = 'keyword_format'"
+    )
+    counted.clear()
+    rag.index.rebuild_keyword_index()
+    assert sum(counted) == n
+    assert db.execute("SELECT value FROM meta WHERE key = 'keyword_format'").fetchone()[0] == (
+        keyword.fingerprint()
+    )
+    assert db.execute("SELECT COUNT(*) FROM keyword_terms").fetchone()[0] == n
+    counted.clear()
+    rag.index.rebuild_keyword_index()
+    assert counted in ([], [0])  # and then it is used
+    # a damaged entry (not whole ids; an id past the vocabulary): found, made again
+    for bad in (b"\x01\x02\x03", np.array([10**6], "<i4").tobytes()):
+        db.execute("UPDATE keyword_terms SET terms = ? WHERE rowid = 1", (bad,))
+        counted.clear()
+        caplog.clear()
+        rag.index.rebuild_keyword_index()
+        assert sum(counted) == n and "keyword term cache is inconsistent" in caplog.text
+        assert rag.index.keyword("bicycle stations Ghent", 5) == want
