@@ -18,7 +18,7 @@ incremental ingest of one changed page, and the keyword-index rebuild alone.
 What is real and what stands in: reading, HTML parsing, chunking (with MiniLM's own
 tokenizer), the catalog, Chroma (embedded, or a `chroma run` server on 127.0.0.1), BM25 and the
 cross-encoder are the shipped code. The embedding is not: 128k chunks through MiniLM would
-take ~2.5 hours on these 2 cores for each size, so a stand-in (every word hashed to a fixed
+take ~3 hours on these 2 cores for each size, so a stand-in (every word hashed to a fixed
 random vector, summed: as cheap as arithmetic, and clustered like text) is timed instead, and
 the real embedder's chunks/s is measured on a sample of the same chunks. The projected real
 ingest = the run's time without the stand-in's embedding + chunks / the real embedder's rate.
