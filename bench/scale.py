@@ -158,17 +158,24 @@ def search_times(rag: Any, queries: int, rerank_queries: int) -> dict[str, float
             "rerank_p95_ms": _pct(reranked, 0.95)}  # fmt: skip
 
 
-def one_run(args: argparse.Namespace) -> dict[str, Any]:
-    """One (backend, size) in this process: ingest, search, re-ingest; returns the figures."""
+def _rag(index: str, chroma_url: str | None = None) -> tuple[Any, HashEmbedder]:
+    """The shipped pipeline over `index`, with the stand-in embedder (returned too: it
+    counts its seconds)."""
     from rag.config import Settings
     from rag.embeddings import make_embedder
     from rag.pipeline import Rag
 
-    settings = Settings.from_env().with_(
-        store={"index_dir": Path(args.index), "chroma_url": args.chroma_url or None}
-    )
+    store: dict[str, Any] = {"index_dir": Path(index)}
+    if chroma_url:  # a server (an index reopened later takes it from its manifest)
+        store["chroma_url"] = chroma_url
+    settings = Settings.from_env().with_(store=store)
     embedder = HashEmbedder(make_embedder(settings.embed))
-    rag = Rag(settings, embedder=embedder)
+    return Rag(settings, embedder=embedder), embedder
+
+
+def one_run(args: argparse.Namespace) -> dict[str, Any]:
+    """One (backend, size) in this process: ingest, search, re-ingest; returns the figures."""
+    rag, embedder = _rag(args.index, args.chroma_url)
     roots = [Path(p) for p in args.roots]
     t0 = time.perf_counter()
     report = rag.ingest(roots)
@@ -210,12 +217,7 @@ def incremental_run(args: argparse.Namespace) -> dict[str, Any]:
     an ingest that brings it in line (the page the full run changed is changed back, and an
     older keyword cache is filled), then one changed page, an unchanged ingest, and the
     keyword-index rebuild alone."""
-    from rag.config import Settings
-    from rag.embeddings import make_embedder
-    from rag.pipeline import Rag
-
-    settings = Settings.from_env().with_(store={"index_dir": Path(args.index)})
-    rag = Rag(settings, embedder=HashEmbedder(make_embedder(settings.embed)))
+    rag, _ = _rag(args.index)
     roots = [Path(p) for p in args.roots]
     t = time.perf_counter()
     rag.ingest(roots)

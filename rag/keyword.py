@@ -54,19 +54,6 @@ def encode(entry: str, vocab: dict[str, int]) -> bytes:
     return np.fromiter((add(w, len(vocab)) for w in entry.split()), _ID).tobytes()
 
 
-def check(docs: Sequence[bytes], vocab: dict[str, int]) -> str | None:
-    """What is wrong with cached term ids and their vocabulary, if anything."""
-    n = len(vocab)
-    if n and (min(vocab.values()) != 0 or max(vocab.values()) != n - 1):
-        return "the vocabulary's ids are not 0..n-1"
-    if any(len(d) % _ID.itemsize for d in docs):
-        return "an entry is not a whole number of term ids"
-    ids = np.frombuffer(b"".join(docs), _ID)
-    if len(ids) and (int(ids.min()) < 0 or int(ids.max()) >= n):
-        return "an entry names a term the vocabulary does not hold"
-    return None
-
-
 def build(entries: Sequence[str], k1: float = 1.5, b: float = 0.75) -> Any:
     """A bm25s retriever over `entries` (the strings `terms` makes), one document each."""
     vocab: dict[str, int] = {}
@@ -76,12 +63,20 @@ def build(entries: Sequence[str], k1: float = 1.5, b: float = 0.75) -> Any:
 def build_from_ids(docs: Sequence[bytes], vocab: dict[str, int], k1: float = 1.5,
                    b: float = 0.75) -> Any:  # fmt: skip
     """A bm25s retriever over documents given as int32 term ids (`encode`) into `vocab`,
-    whose ids run from 0 to len(vocab) - 1 (a term no document holds any more scores 0)."""
+    whose ids run from 0 to len(vocab) - 1 (a term no document holds any more scores 0).
+    ValueError, saying what, when the ids do not fit the vocabulary (a damaged cache)."""
     import bm25s
 
     n_docs, n_vocab = len(docs), len(vocab)
-    lengths = np.fromiter((len(d) // _ID.itemsize for d in docs), np.int64, n_docs)
+    if n_vocab and (min(vocab.values()) != 0 or max(vocab.values()) != n_vocab - 1):
+        raise ValueError("the vocabulary's ids are not 0..n-1")
+    sizes = np.fromiter(map(len, docs), np.int64, n_docs)
+    if (sizes % _ID.itemsize).any():
+        raise ValueError("an entry is not a whole number of term ids")
+    lengths = sizes // _ID.itemsize
     token = np.frombuffer(b"".join(docs), _ID).astype(np.int64)
+    if token.size and (token.min() < 0 or token.max() >= n_vocab):
+        raise ValueError("an entry names a term the vocabulary does not hold")
     doc = np.repeat(np.arange(n_docs, dtype=np.int64), lengths)
     # one (term, document) pair per distinct occurrence, sorted by term then document: the
     # column-major order of bm25s's (documents × terms) CSC matrix

@@ -1149,10 +1149,8 @@ class Index:
             return []
         from . import keyword
 
-        tokens = [keyword.query_terms(query)]
-        vocab = retriever.vocab_dict
-        query_tokens = [[t for t in tokens[0] if t in vocab]]
-        if not query_tokens[0]:
+        terms = [t for t in keyword.query_terms(query) if t in retriever.vocab_dict]
+        if not terms:
             return []
         k = min(n, len(self._bm25_ids))
         mask = None
@@ -1164,7 +1162,7 @@ class Index:
             k = min(k, int(mask.sum()))
             if k == 0:
                 return []
-        docs, scores = retriever.retrieve(query_tokens, k=k, show_progress=False, n_threads=1,
+        docs, scores = retriever.retrieve([terms], k=k, show_progress=False, n_threads=1,
                                           weight_mask=mask)  # fmt: skip
         return [
             (self._bm25_ids[int(d)], float(s))
@@ -1219,23 +1217,18 @@ class Index:
         gen = self.generation()
         tables = self._has_table("keyword_terms")
         use = tables and self._meta("keyword_format") == keyword.fingerprint()
-        rows, vocab = self._keyword_rows(use)
-        if use and (problem := keyword.check([r[1] for r in rows if r[1] is not None], vocab)):
+        try:
+            ids, retriever, terms, cache = self._build_keyword(use)
+        except ValueError as problem:
+            if not use:
+                raise
             log.warning("the keyword term cache is inconsistent (%s): tokenizing every chunk "
                         "again", problem)  # fmt: skip
             use = False
-            rows, vocab = self._keyword_rows(use)
-        known = len(vocab)
-        blobs: list[bytes] = [r[1] for r in rows]
-        todo = [n for n, b in enumerate(blobs) if b is None]
-        entries = keyword.terms([rows[n][2] for n in todo])
-        for n, entry in zip(todo, entries, strict=True):
-            blobs[n] = keyword.encode(entry, vocab)
-        if save and tables and not self.read_only and (todo or not use):
-            added = [(t, i) for t, i in vocab.items() if i >= known]
-            self._cache_terms(added, [(rows[n][0], blobs[n]) for n in todo], reset=not use)
-        retriever = keyword.build_from_ids(blobs, vocab) if rows else None
-        self._bm25_ids = [r[0] for r in rows]
+            ids, retriever, terms, cache = self._build_keyword(use)
+        if save and tables and not self.read_only and (cache or not use):
+            self._cache_terms(terms, cache, reset=not use)
+        self._bm25_ids = ids
         self._bm25_gen = gen
         if retriever is None:
             self._bm25 = None
@@ -1265,21 +1258,35 @@ class Index:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
-    def _keyword_rows(self, cached: bool) -> tuple[list[Any], dict[str, int]]:
-        """(id, cached term ids or None, text when not cached) of every chunk in keyword-index
-        order, and the cached vocabulary (empty when `cached` is False)."""
-        if not cached:
+    def _build_keyword(
+        self, cached: bool
+    ) -> tuple[list[str], Any, list[tuple[str, int]], list[tuple[str, bytes]]]:
+        """The keyword index's chunk ids (in its order) and retriever (None: no chunks), and
+        what to add to the cache: new terms with their ids, and the chunks tokenized now.
+        `cached`: use the catalog's cached terms (ValueError when they are inconsistent)."""
+        from . import keyword
+
+        if cached:
+            rows = self._db.execute(
+                "SELECT c.id, t.terms, CASE WHEN t.terms IS NULL THEN c.title || char(10) || "
+                "c.heading || char(10) || c.text END FROM chunks c "
+                "LEFT JOIN keyword_terms t ON t.id = c.id ORDER BY c.source, c.position"
+            ).fetchall()  # the text only of chunks not cached
+            vocab = dict(self._db.execute("SELECT term, id FROM keyword_vocab"))
+        else:
             rows = self._db.execute(
                 "SELECT id, NULL, title || char(10) || heading || char(10) || text FROM chunks "
                 "ORDER BY source, position"
             ).fetchall()
-            return rows, {}
-        rows = self._db.execute(
-            "SELECT c.id, t.terms, CASE WHEN t.terms IS NULL THEN c.title || char(10) || "
-            "c.heading || char(10) || c.text END FROM chunks c "
-            "LEFT JOIN keyword_terms t ON t.id = c.id ORDER BY c.source, c.position"
-        ).fetchall()  # the text only of chunks not cached
-        return rows, dict(self._db.execute("SELECT term, id FROM keyword_vocab"))
+            vocab = {}
+        known = len(vocab)
+        blobs: list[bytes] = [r[1] for r in rows]
+        todo = [n for n, b in enumerate(blobs) if b is None]
+        for n, entry in zip(todo, keyword.terms([rows[n][2] for n in todo]), strict=True):
+            blobs[n] = keyword.encode(entry, vocab)
+        retriever = keyword.build_from_ids(blobs, vocab) if rows else None
+        added = [(t, i) for t, i in vocab.items() if i >= known]
+        return [r[0] for r in rows], retriever, added, [(rows[n][0], blobs[n]) for n in todo]
 
     def _cache_terms(
         self, terms: list[tuple[str, int]], rows: list[tuple[str, bytes]], *, reset: bool
