@@ -50,6 +50,10 @@ pass_ctx = click.make_pass_decorator(Context)
               help="Hybrid search and eval retrieval: the cross-encoder reorders the best N "
               "candidates (~55 ms each); 0 turns it off. Answers read the fused order unless "
               "RAG_ANSWER_RERANK is set.  [default: 10, env RAG_RERANK]")  # fmt: skip
+@click.option("--expand", is_flag=True, default=None,
+              help="With an LLM (--llm, --llm-url): it writes a hypothetical answer that is "
+              "searched for beside the question; finds paraphrased questions' passages more "
+              "often, at one LLM call a search.  [env RAG_EXPAND]")  # fmt: skip
 @click.option("-v", "--verbose", count=True, help="More log output on stderr.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.version_option(package_name="rag")
@@ -61,6 +65,7 @@ def cli(
     embed_model: str | None,
     embed_url: str | None,
     rerank: int | None,
+    expand: bool | None,
     verbose: int,
     debug: bool,
 ) -> None:
@@ -90,6 +95,8 @@ def cli(
         settings = settings.with_(embed={"url": embed_url})
     if rerank is not None:
         settings = settings.with_(retrieve={"rerank": rerank})
+    if expand:
+        settings = settings.with_(retrieve={"expand": True})
     ctx.obj = Context(settings, debug)
 
 
@@ -234,51 +241,6 @@ def _questions(
         )
 
 
-@cli.command()
-@click.argument("question", required=False)
-@click.option("-k", type=click.IntRange(1, 1000), default=10, show_default=True, help="Hits.")
-@click.option("--mode", type=click.Choice(MODES), help="Retrieval mode [hybrid].")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.option("--batch", type=click.Path(path_type=Path, dir_okay=False),
-              help='JSONL of {"id", "question"}: one JSON result per line, in order.')  # fmt: skip
-@click.option("--source", "source_globs", multiple=True, metavar="GLOB",
-              help="Only these documents: a glob ('*.pdf'), a folder or a file name; "
-              "repeat for several.")  # fmt: skip
-@pass_ctx
-def search(
-    c: Context,
-    question: str | None,
-    k: int,
-    mode: str | None,
-    as_json: bool,
-    batch: Path | None,
-    source_globs: tuple[str, ...],
-) -> None:
-    """Show the passages that best match QUESTION.
-
-    \b
-    Example:  rag search "Mutual Defense Treaty" -k 3
-    """
-    rag = c.rag()
-    sources = rag.match_sources(source_globs) if source_globs else None
-    for qid, q in _questions(question, batch, "search"):
-        hits = rag.search(q, k=k, mode=mode, sources=sources)  # type: ignore[arg-type]
-        if as_json or batch is not None:
-            out: dict[str, Any] = {"query": q, "hits": [h.to_json() for h in hits]}
-            if batch is not None:
-                out["id"] = qid
-            _print_json(out, compact=batch is not None)
-            continue
-        if not hits:
-            click.echo("No passages found.")
-        for h in hits:
-            where = _where(h.chunk)
-            click.echo(click.style(f"[{h.rank}] {where}  score {h.score:.4f}", bold=True))
-            if h.also_in:
-                click.echo(f"    also in: {', '.join(_short(s) for s in h.also_in)}")
-            click.echo(_indent(h.chunk.text))
-
-
 def _llm_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """--llm, --llm-url, --llm-model, --llm-gguf: which LLM writes the answers (default: none)."""
     f = click.option("--llm", "llm_name", type=click.Choice(LLM_NAMES),
@@ -293,6 +255,84 @@ def _llm_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--llm-url", help="Answer with the LLM at this OpenAI-compatible /v1 "
                         "endpoint (OpenAI, Ollama, vLLM, LM Studio, llama.cpp) [extractive; "
                         "env RAG_LLM_URL].")(f)  # fmt: skip
+
+
+@cli.command()
+@click.argument("question", required=False)
+@click.option("-k", type=click.IntRange(1, 1000), default=10, show_default=True, help="Hits.")
+@click.option("--mode", type=click.Choice(MODES), help="Retrieval mode [hybrid].")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--batch", type=click.Path(path_type=Path, dir_okay=False),
+              help='JSONL of {"id", "question"}: one JSON result per line, in order.')  # fmt: skip
+@click.option("--source", "source_globs", multiple=True, metavar="GLOB",
+              help="Only these documents: a glob ('*.pdf'), a folder or a file name; "
+              "repeat for several.")  # fmt: skip
+@_llm_options
+@pass_ctx
+def search(
+    c: Context,
+    question: str | None,
+    k: int,
+    mode: str | None,
+    as_json: bool,
+    batch: Path | None,
+    source_globs: tuple[str, ...],
+    llm_url: str | None,
+    llm_model: str | None,
+    llm_gguf: Path | None,
+    llm_name: str | None,
+) -> None:
+    """Show the passages that best match QUESTION.
+
+    \b
+    Examples:
+      rag search "Mutual Defense Treaty" -k 3
+      rag --expand search --llm local "how often does each item show up?"
+    """
+    with _rag_with_llm(c, llm_url, llm_model, llm_gguf, llm_name) as rag:
+        sources = rag.match_sources(source_globs) if source_globs else None
+        for qid, q in _questions(question, batch, "search"):
+            _print_hits(rag, qid, q, k, mode, sources, as_json, batch is not None)
+
+
+def _expand_needs_llm(rag: Any) -> None:
+    from .answer import answerer_name
+
+    if rag.settings.retrieve.expand and answerer_name(rag.settings.answer) != "llm":
+        raise UsageError("--expand has an LLM write a hypothetical answer: choose one with "
+                         "--llm local (or --llm-url URL), or drop --expand")  # fmt: skip
+
+
+def _print_hits(
+    rag: Any,
+    qid: Any,
+    q: str,
+    k: int,
+    mode: str | None,
+    sources: Any,
+    as_json: bool,
+    batch: bool,
+) -> None:
+    hypothesis = rag.hypothesis(q) if rag.settings.retrieve.expand else None
+    hits = rag.search(q, k=k, mode=mode, sources=sources, hypothesis=hypothesis)  # type: ignore[arg-type]
+    if as_json or batch:
+        out: dict[str, Any] = {"query": q, "hits": [h.to_json() for h in hits]}
+        if hypothesis:
+            out["hypothesis"] = hypothesis
+        if batch:
+            out["id"] = qid
+        _print_json(out, compact=batch)
+        return
+    if hypothesis:
+        click.echo(click.style(f"searched also for: {_snippet(hypothesis)}", dim=True), err=True)
+    if not hits:
+        click.echo("No passages found.")
+    for h in hits:
+        where = _where(h.chunk)
+        click.echo(click.style(f"[{h.rank}] {where}  score {h.score:.4f}", bold=True))
+        if h.also_in:
+            click.echo(f"    also in: {', '.join(_short(s) for s in h.also_in)}")
+        click.echo(_indent(h.chunk.text))
 
 
 def _named_llm(name: str) -> dict[str, Any]:
@@ -326,6 +366,7 @@ def _rag_with_llm(
     if llm_gguf:
         answer.update(llm_gguf=llm_gguf, llm_url=llm_url)  # the flag wins over RAG_LLM_URL
     with c.rag(answer=answer) if answer else c.rag() as rag:
+        _expand_needs_llm(rag)
         yield rag
 
 

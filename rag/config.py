@@ -62,6 +62,9 @@ class RetrieveSettings:
     # the k returned; 0 turns it off): MRR@10 0.859 -> 0.929 on seeds, 0.823 -> 0.917 held-out
     rerank: int = 10
     rerank_window: int = 96  # tokens per window a chunk is read in (it scores its best one)
+    # with an LLM: it writes a hypothetical answer, searched for beside the question
+    # (expand.py). Off by default: it costs an LLM call per search (~8 s with the 1.5B)
+    expand: bool = False
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,8 @@ class Settings:
             s = s.with_(embed={"url": v})
         if v := get("RAG_RERANK"):
             s = s.with_(retrieve={"rerank": _count("RAG_RERANK", v)})
+        if v := get("RAG_EXPAND"):
+            s = s.with_(retrieve={"expand": _flag("RAG_EXPAND", v)})
         if v := get("RAG_ANSWER_RERANK"):
             s = s.with_(answer={"rerank": _count("RAG_ANSWER_RERANK", v)})
         if v := get("RAG_JUDGE"):

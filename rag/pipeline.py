@@ -46,6 +46,8 @@ class Rag:
         self._answerer: Any = None
         self._health: Any = None  # the index's check on open (store.Health)
         self._lock = threading.RLock()  # the UI answers while an ingest runs
+        self._warned_expand = False  # "expand needs an LLM" is said once
+        self._hypotheses: dict[tuple[int, str], str] = {}  # the last 64 written (expand.py)
 
     # --- parts, opened lazily ----------------------------------------------------------
 
@@ -479,11 +481,39 @@ class Rag:
         mode: Mode | None = None,
         rerank: int | None = None,
         sources: Sequence[str] | None = None,
+        hypothesis: str | None = None,
     ) -> list[Hit]:
-        """`sources`: only these documents (exact sources; see `match_sources`)."""
+        """`sources`: only these documents (exact sources; see `match_sources`).
+        `hypothesis`: an answer an LLM wrote, searched for too; by default, with
+        `retrieve.expand` on, the answerer's LLM writes one (see `hypothesis`)."""
+        if hypothesis is None and self.settings.retrieve.expand:
+            hypothesis = self.hypothesis(query)
         with self._lock:
             self._reopen_if_replaced()
-            return self.retriever.search(query, k=k, mode=mode, rerank=rerank, sources=sources)
+            return self.retriever.search(query, k=k, mode=mode, rerank=rerank, sources=sources,
+                                         hypothesis=hypothesis)  # fmt: skip
+
+    def hypothesis(self, question: str, answerer: Any = None) -> str:
+        """The passage the answerer's LLM writes as if it answered `question` (expand.py);
+        "" without an LLM or when it fails (the search then reads the question alone)."""
+        from .expand import hypothesis
+
+        llm = (answerer or self.answerer).llm  # a GGUF's llama-server starts here
+        if llm is None:
+            if not self._warned_expand:
+                self._warned_expand = True
+                log.warning("expanding searches needs an LLM (--llm local, or --llm-url): "
+                            "searching for the question alone")  # fmt: skip
+            return ""
+        key = (id(llm), question)
+        if key in self._hypotheses:  # `rag eval` searches, then asks, the same question
+            return self._hypotheses[key]
+        text = hypothesis(llm, question)
+        if text:  # a failure is tried again next time
+            if len(self._hypotheses) >= 64:
+                self._hypotheses.pop(next(iter(self._hypotheses)))
+            self._hypotheses[key] = text
+        return text
 
     def _reopen_if_replaced(self) -> None:
         """A long-running reader (the app) whose index another process rebuilt or repaired
@@ -584,16 +614,22 @@ class Rag:
                 t = time.perf_counter()
                 standalone = condense(turns, question, answerer.llm)
                 timings["condense"] = time.perf_counter() - t
+            hypothesis = None
+            if self.settings.retrieve.expand:
+                t = time.perf_counter()
+                hypothesis = self.hypothesis(standalone, answerer)
+                timings["expand"] = time.perf_counter() - t
             t = time.perf_counter()
             k = max(k or self.settings.retrieve.k, 1)
             hits = self.search(standalone, k=k, mode=mode, rerank=self.settings.answer.rerank,
-                               sources=sources)  # fmt: skip
+                               sources=sources, hypothesis=hypothesis)  # fmt: skip
             timings["retrieve"] = time.perf_counter() - t
             for piece in answerer.stream(standalone, hits):
                 if isinstance(piece, Answer):
                     piece.question = question
                     piece.standalone_question = standalone if standalone != question else None
                     piece.searched = list(sources) if sources else None
+                    piece.hypothesis = hypothesis or None
                     if self._health is not None:  # found on open: said with every answer
                         piece.warnings = [*piece.warnings,
                                           *self._health.problems(self.index.dir)]  # fmt: skip

@@ -12,6 +12,7 @@ from .config import MODES, Mode, RetrieveSettings
 from .dedup import collapse
 from .embeddings import Embedder
 from .errors import StoreError, UsageError
+from .expand import expanded
 from .rerank import Reranker, relevance
 from .store import Index
 from .types import Chunk, Hit
@@ -93,10 +94,12 @@ class Retriever:
         mode: Mode | None = None,
         rerank: int | None = None,
         sources: Sequence[str] | None = None,
+        hypothesis: str | None = None,
     ) -> list[Hit]:
         """The k best chunks for `query`, best first. In hybrid mode the best max(rerank, k)
         fused candidates are reordered by the cross-encoder (`rerank` 0: not at all).
-        `sources`: search only these documents (None: all)."""
+        `sources`: search only these documents (None: all). `hypothesis`: a passage an LLM
+        wrote as the answer (expand.py): the embedder and BM25 search for it too."""
         k = k or self.settings.k
         mode = mode or self.settings.mode
         rerank = self.settings.rerank if rerank is None else rerank
@@ -109,11 +112,12 @@ class Retriever:
         if not query.strip():
             raise UsageError("the question is empty: type a question")
         depth = max(self.settings.candidates, k)
+        first = expanded(query, hypothesis)  # what the first stage searches for
         dense: list[tuple[str, float]] = []
         keyword: list[tuple[str, float]] = []
         qvec = None
         if mode in ("dense", "hybrid"):
-            qvec = self.embed_query(query)
+            qvec = self.embed_query(first)
             try:
                 dense = self.index.dense(qvec, depth, sources)
             except StoreError as e:
@@ -123,7 +127,7 @@ class Retriever:
                 log.warning("vector search failed, answering by keyword only: %s", e)
                 dense = []
         if mode in ("keyword", "hybrid"):
-            keyword = self.index.keyword(query, depth, sources)
+            keyword = self.index.keyword(first, depth, sources)
         dense_of = dict(dense)
         keyword_of = dict(keyword)
         fused_of: dict[str, float] = {}
@@ -163,7 +167,7 @@ class Retriever:
         missing_dense = [i for i, _ in ranked if i not in dense_of and i in chunks]
         if missing_dense:
             # the answerer weighs evidence by similarity: give keyword-only hits theirs too
-            qvec = self.embed_query(query) if qvec is None else qvec
+            qvec = self.embed_query(first) if qvec is None else qvec
             try:
                 vecs = self.index.vectors(missing_dense)  # stored at ingest: no re-embedding
             except StoreError as e:

@@ -120,6 +120,8 @@ class Answer:
     extractive: Answer | None = None
     # with an LLM: the relevance model's logits for (the model's answer, the quoted answer)
     picked: tuple[float, float] | None = None
+    # the LLM's hypothetical answer the passages were also searched for (expand.py)
+    hypothesis: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -144,6 +146,8 @@ class Answer:
         if self.picked is not None:
             w, q = self.picked
             out["picked"] = {"written": round(w, 3), "quoted": round(q, 3)}
+        if self.hypothesis:
+            out["hypothesis"] = self.hypothesis
         if self.extractive is not None:
             x = self.extractive
             out["extractive"] = {"answer": x.answer, "refused": x.refused,

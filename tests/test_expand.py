@@ -1,0 +1,160 @@
+"""The hypothetical answer searched for beside the question (rag/expand.py, --expand)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from rag.errors import LLMError
+from rag.expand import MAX_CHARS, PROMPT, expanded, hypothesis
+from rag.pipeline import Rag
+from rag.retrieve import Retriever
+from rag.types import Chunk
+
+from .conftest import llm_requirements, run_rag, settings_for, write_small_corpus
+
+# no word of it is in the corpus: "bicycle-sharing scheme in Ghent … 1,200 bikes"
+QUESTION = "Where can two-wheelers be rented?"
+HYPOTHESIS = "A bicycle-sharing scheme rents bikes at stations; riders pay per day."
+
+
+class Scripted:
+    """An LLM that replies with a fixed text (or fails), and records what it was asked."""
+
+    def __init__(self, reply: str | Exception) -> None:
+        self.reply = reply
+        self.asked: list[str] = []
+
+    def complete(self, messages: list[dict[str, str]], max_tokens: int = 256) -> str:
+        self.asked.append(messages[-1]["content"])
+        if isinstance(self.reply, Exception):
+            raise self.reply
+        return self.reply
+
+    def stream(self, messages: list[dict[str, str]], max_tokens: int = 512) -> Iterator[str]:
+        yield self.complete(messages, max_tokens)
+
+
+def test_hypothesis_is_the_reply_on_one_line_and_capped() -> None:
+    llm = Scripted("  A Counter\n\n counts   hashable objects. " + "x" * 2000)
+    text = hypothesis(llm, "how often does each item show up?")
+    assert text.startswith("A Counter counts hashable objects. x")
+    assert len(text) == MAX_CHARS
+    assert "how often does each item show up?" in llm.asked[0]
+
+
+def test_a_failing_llm_gives_no_hypothesis_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        assert hypothesis(Scripted(LLMError("the LLM at x did not answer")), QUESTION) == ""
+    assert "searching for the question alone" in caplog.text
+    llm = Scripted("never asked")
+    assert hypothesis(llm, "  ") == "" and llm.asked == []
+
+
+def test_expanded_is_the_question_then_the_hypothesis() -> None:
+    assert expanded("q?", "") == "q?" and expanded("q?", None) == "q?"
+    assert expanded("q?", "h.") == "q?\nh."
+
+
+@pytest.fixture(scope="module")
+def small_rag(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rag]:
+    root = tmp_path_factory.mktemp("expand")
+    docs = write_small_corpus(root / "docs")
+    rag = Rag(settings_for(root / "index"))
+    rag.ingest([docs])
+    yield rag
+    rag.close()
+
+
+def test_the_first_stage_searches_for_the_hypothesis(small_rag: Rag) -> None:
+    assert small_rag.search(QUESTION, k=3, mode="keyword") == []  # no shared word
+    hits = small_rag.search(QUESTION, k=3, mode="keyword", hypothesis=HYPOTHESIS)
+    assert hits and hits[0].chunk.source.endswith("beta.txt")
+
+    def beta(hits: list) -> float:  # type: ignore[type-arg]
+        return next(h.dense for h in hits if h.chunk.source.endswith("beta.txt"))
+
+    plain = beta(small_rag.search(QUESTION, k=5, mode="dense"))
+    dense = small_rag.search(QUESTION, k=5, mode="dense", hypothesis=HYPOTHESIS)
+    assert dense[0].chunk.source.endswith("beta.txt")
+    assert beta(dense) > plain + 0.1  # the embedder read the hypothesis too
+
+
+class Recording:
+    name = "recording"
+
+    def __init__(self) -> None:
+        self.questions: list[str] = []
+
+    def score(self, question: str, chunks: Sequence[Chunk]) -> list[float]:
+        self.questions.append(question)
+        return [float(len(c.text)) for c in chunks]
+
+
+def test_the_reranker_reads_the_question_alone(small_rag: Rag) -> None:
+    """bench/hyde.py: a cross-encoder shown the hypothesis too ranked worse on every set."""
+    judge = Recording()
+    r = Retriever(small_rag.index, small_rag.embedder, small_rag.settings.retrieve, lambda: judge)
+    hits = r.search(QUESTION, k=2, rerank=2, hypothesis=HYPOTHESIS)
+    assert hits and judge.questions == [QUESTION]
+    assert all(h.rerank is not None for h in hits)
+
+
+def test_expand_on_asks_the_answerers_llm_and_the_answer_shows_it(tmp_path: Path) -> None:
+    docs = write_small_corpus(tmp_path / "docs")
+    settings = settings_for(tmp_path / "index", retrieve={"expand": True})
+    with Rag(settings) as rag:
+        rag.ingest([docs])
+        llm = Scripted(HYPOTHESIS)
+        answer = rag.ask(QUESTION, llm=llm, mode="keyword")
+        assert answer.hypothesis == HYPOTHESIS and "expand" in answer.timings
+        assert answer.hits and answer.hits[0].chunk.source.endswith("beta.txt")
+        assert QUESTION in llm.asked[0]  # the first call wrote the hypothesis
+        assert answer.to_json()["hypothesis"] == HYPOTHESIS
+        again = rag.ask(QUESTION, llm=llm, mode="keyword")  # `rag eval` asks twice
+        written = [a for a in llm.asked if a.startswith(PROMPT.split("{")[0])]
+        assert again.hypothesis == HYPOTHESIS and len(written) == 1  # the first one, reused
+        # without an LLM: the question alone, said once in the log
+        assert rag.hypothesis(QUESTION) == ""
+
+
+def test_cli_expand_without_an_llm_says_how_to_choose_one(tmp_path: Path) -> None:
+    r = run_rag("--expand", "search", "anything", index=tmp_path / "index")
+    assert r.code == 2
+    assert "--expand has an LLM write a hypothetical answer: choose one with --llm local" in r.err
+
+
+def test_cli_expand_with_the_llm_down_searches_the_question(
+    seeds_index: Path, free_port: int
+) -> None:
+    url = f"http://127.0.0.1:{free_port}/v1"
+    r = run_rag("--expand", "search", "--llm-url", url, "--json", "Japan pledge", "-k", "2",
+                index=seeds_index)  # fmt: skip
+    assert r.code == 0, r.err
+    out = json.loads(r.out)
+    assert len(out["hits"]) == 2 and "hypothesis" not in out
+    assert "searching for the question alone" in r.err
+
+
+@pytest.fixture(scope="module")
+def llama() -> Iterator[str]:
+    from rag.llamacpp import LlamaServer
+
+    binary, gguf = llm_requirements()
+    with LlamaServer(gguf, binary=binary) as server:
+        yield server.url
+
+
+@pytest.mark.slow
+@pytest.mark.llm
+def test_real_model_writes_the_hypothesis_through_the_cli(seeds_index: Path, llama: str) -> None:
+    r = run_rag("--expand", "search", "--llm-url", llama, "--json", "-k", "3",
+                "How much money did Tokyo promise Washington?", index=seeds_index)  # fmt: skip
+    assert r.code == 0, r.err
+    out = json.loads(r.out)
+    assert len(out["hypothesis"]) > 20 and len(out["hits"]) == 3
+    assert any("550 billion" in h["text"] for h in out["hits"])
