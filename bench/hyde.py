@@ -40,16 +40,11 @@ from rag.answer.llm import LLM  # noqa: E402
 from rag.config import Settings  # noqa: E402
 from rag.evaluate import metrics as M  # noqa: E402
 from rag.evaluate.dataset import load_dataset  # noqa: E402
+from rag.expand import hypothesis as write_hypothesis  # noqa: E402
 from rag.llamacpp import LlamaServer  # noqa: E402
 from rag.models import find_model  # noqa: E402
 from rag.pipeline import Rag  # noqa: E402
 from rag.rerank import CrossEncoder, bundled_model_files  # noqa: E402
-
-PROMPT = (
-    "Write two or three sentences, as a passage of reference documentation would, that "
-    "answer the question below. Use the words such a document would use. Do not say you "
-    "are unsure; write the passage only.\n\nQuestion: {question}"
-)
 
 
 def hypotheses(model: str, questions: list[str], cache: Path) -> dict[str, tuple[str, float]]:
@@ -67,7 +62,7 @@ def hypotheses(model: str, questions: list[str], cache: Path) -> dict[str, tuple
         llm = LLM(server.url, timeout=300.0)
         for q in todo:
             t0 = time.perf_counter()
-            text = llm.complete([{"role": "user", "content": PROMPT.format(question=q)}], 96)
+            text = write_hypothesis(llm, q)  # what rag/expand.py asks
             sec = time.perf_counter() - t0
             have[q] = (text.strip(), sec)
             out.write(json.dumps({"model": model, "question": q, "hypothesis": text.strip(),
@@ -84,7 +79,9 @@ def main() -> None:
     ap.add_argument("--model", default="local-small", help="local-small (0.5B) or local (1.5B)")
     ap.add_argument("--cache", type=Path, default=ROOT / ".cache/hyde.jsonl")
     args = ap.parse_args()
-    settings = Settings.from_env().with_(store={"index_dir": args.index})
+    settings = Settings.from_env().with_(
+        store={"index_dir": args.index}, retrieve={"expand": False}
+    )
     rag = Rag(settings)
     ce = CrossEncoder(*bundled_model_files(), window=settings.retrieve.rerank_window)
     sets = []

@@ -28,6 +28,7 @@ log = logging.getLogger("rag")
 class Context:
     settings: Settings
     debug: bool
+    expand_flag: bool = False  # --expand given (RAG_EXPAND alone only warns without an LLM)
 
     def rag(self, **groups: dict[str, Any]) -> Any:
         from .pipeline import Rag
@@ -97,7 +98,7 @@ def cli(
         settings = settings.with_(retrieve={"rerank": rerank})
     if expand:
         settings = settings.with_(retrieve={"expand": True})
-    ctx.obj = Context(settings, debug)
+    ctx.obj = Context(settings, debug, bool(expand))
 
 
 # --- ingest ----------------------------------------------------------------------------
@@ -295,10 +296,11 @@ def search(
             _print_hits(rag, qid, q, k, mode, sources, as_json, batch is not None)
 
 
-def _expand_needs_llm(rag: Any) -> None:
+def _expand_needs_llm(rag: Any, flag: bool) -> None:
+    """--expand with no LLM is an error; RAG_EXPAND=1 with none is ignored (Rag warns)."""
     from .answer import answerer_name
 
-    if rag.settings.retrieve.expand and answerer_name(rag.settings.answer) != "llm":
+    if flag and rag.settings.retrieve.expand and answerer_name(rag.settings.answer) != "llm":
         raise UsageError("--expand has an LLM write a hypothetical answer: choose one with "
                          "--llm local (or --llm-url URL), or drop --expand")  # fmt: skip
 
@@ -366,7 +368,7 @@ def _rag_with_llm(
     if llm_gguf:
         answer.update(llm_gguf=llm_gguf, llm_url=llm_url)  # the flag wins over RAG_LLM_URL
     with c.rag(answer=answer) if answer else c.rag() as rag:
-        _expand_needs_llm(rag)
+        _expand_needs_llm(rag, c.expand_flag)
         yield rag
 
 

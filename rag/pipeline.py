@@ -47,7 +47,8 @@ class Rag:
         self._health: Any = None  # the index's check on open (store.Health)
         self._lock = threading.RLock()  # the UI answers while an ingest runs
         self._warned_expand = False  # "expand needs an LLM" is said once
-        self._hypotheses: dict[tuple[int, str], str] = {}  # the last 64 written (expand.py)
+        self._hypotheses: dict[tuple[str, str], str] = {}  # the last 64 written (expand.py)
+        self._memo_lock = threading.Lock()
 
     # --- parts, opened lazily ----------------------------------------------------------
 
@@ -484,10 +485,10 @@ class Rag:
         hypothesis: str | None = None,
     ) -> list[Hit]:
         """`sources`: only these documents (exact sources; see `match_sources`).
-        `hypothesis`: an answer an LLM wrote, searched for too; by default, with
-        `retrieve.expand` on, the answerer's LLM writes one (see `hypothesis`)."""
-        if hypothesis is None and self.settings.retrieve.expand:
-            hypothesis = self.hypothesis(query)
+        `hypothesis`: an answer an LLM wrote (`hypothesis()`), searched for too. Only
+        callers that expand pass one (ask_stream, `rag search`, `rag eval` with
+        `retrieve.expand` on): a warm-up, an exact-quote check or /v1/search never
+        call the LLM."""
         with self._lock:
             self._reopen_if_replaced()
             return self.retriever.search(query, k=k, mode=mode, rerank=rerank, sources=sources,
@@ -498,21 +499,28 @@ class Rag:
         "" without an LLM or when it fails (the search then reads the question alone)."""
         from .expand import hypothesis
 
-        llm = (answerer or self.answerer).llm  # a GGUF's llama-server starts here
+        chosen = answerer or self.answerer
+        llm = chosen.llm  # a GGUF's llama-server starts here
         if llm is None:
             if not self._warned_expand:
                 self._warned_expand = True
-                log.warning("expanding searches needs an LLM (--llm local, or --llm-url): "
-                            "searching for the question alone")  # fmt: skip
+                # an LLM that was chosen but could not start says why; none chosen, how to
+                problem = getattr(chosen, "problem", None)
+                why = (problem.removesuffix("; showing the extractive answer")
+                       if problem else "expanding searches needs an LLM (--llm local, "
+                       "or --llm-url)")  # fmt: skip
+                log.warning("%s: searching for the question alone", why)
             return ""
-        key = (id(llm), question)
-        if key in self._hypotheses:  # `rag eval` searches, then asks, the same question
-            return self._hypotheses[key]
-        text = hypothesis(llm, question)
-        if text:  # a failure is tried again next time
+        key = (str(getattr(llm, "url", id(llm))), question)
+        with self._memo_lock:
+            known = self._hypotheses.get(key)
+        if known is not None:  # `rag eval` asks, then searches, the same question
+            return known
+        text = hypothesis(llm, question)  # not under a lock: it takes seconds
+        with self._memo_lock:
             if len(self._hypotheses) >= 64:
-                self._hypotheses.pop(next(iter(self._hypotheses)))
-            self._hypotheses[key] = text
+                self._hypotheses.pop(next(iter(self._hypotheses)), None)
+            self._hypotheses[key] = text  # "" too: a failing LLM is not asked twice
         return text
 
     def _reopen_if_replaced(self) -> None:
@@ -608,6 +616,7 @@ class Rag:
         answerer = answerer or self.answerer
         timings: dict[str, float] = {}
         try:
+            self.retriever  # noqa: B018 -- no index says so before an LLM is started or asked
             standalone = question
             turns = pairs(history or [])
             if turns:

@@ -158,3 +158,49 @@ def test_real_model_writes_the_hypothesis_through_the_cli(seeds_index: Path, lla
     out = json.loads(r.out)
     assert len(out["hypothesis"]) > 20 and len(out["hits"]) == 3
     assert any("550 billion" in h["text"] for h in out["hits"])
+
+
+def test_no_index_is_said_before_the_llm_is_asked(tmp_path: Path) -> None:
+    from rag.errors import IndexMissing
+
+    settings = settings_for(tmp_path / "none", retrieve={"expand": True})
+    llm = Scripted(HYPOTHESIS)
+    with Rag(settings) as rag, pytest.raises(IndexMissing):
+        rag.ask(QUESTION, llm=llm)
+    assert llm.asked == []  # not seconds of writing a hypothesis for nothing
+
+
+def test_an_llm_that_cannot_start_is_named_not_asked_for(
+    small_rag: Rag, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`--expand --llm-gguf broken.gguf`: the warning says what failed, not "needs an LLM"."""
+    from dataclasses import replace
+
+    gguf = str(tmp_path / "missing.gguf")
+    broken = small_rag.make_answerer(replace(small_rag.settings.answer, llm_gguf=gguf))
+    try:
+        small_rag._warned_expand = False
+        with caplog.at_level(logging.WARNING):
+            assert small_rag.hypothesis(QUESTION, broken) == ""
+        assert broken.problem and "missing.gguf" in caplog.text
+        assert "needs an LLM" not in caplog.text
+    finally:
+        broken.close()
+
+
+def test_eval_with_expand_scores_the_search_the_answer_read(tmp_path: Path) -> None:
+    """`rag --expand eval`: hit@k is measured on the search the hypothesis went into."""
+    from rag.evaluate.dataset import EvalItem
+    from rag.evaluate.runner import run_eval
+
+    docs = write_small_corpus(tmp_path / "docs")
+    item = EvalItem("q1", QUESTION, keys=(("Ghent",),), evidence=("bicycle-sharing scheme",))
+    for expand, found in ((False, 0.0), (True, 1.0)):
+        settings = settings_for(tmp_path / "index", retrieve={"expand": expand})
+        with Rag(settings) as rag:
+            rag.ingest([docs])
+            llm = Scripted(HYPOTHESIS)
+            rag._answerer = rag.make_answerer(llm=llm)
+            run = run_eval(rag, [item], k=3, mode="keyword", save=False)
+            assert run.metrics["hit@3"] == found, expand
+            assert len([a for a in llm.asked if QUESTION in a and "passage" in a]) == expand

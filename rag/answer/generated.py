@@ -63,6 +63,11 @@ class LLMAnswerer:
                     self._problem = f"{e}; showing the extractive answer"
             return self._llm
 
+    @property
+    def problem(self) -> str | None:
+        """Why the model could not be had (after `llm` returned None), else None."""
+        return self._problem
+
     def _connect(self) -> LLM | None:
         served = self.settings
         if served.llm_gguf and not served.llm_url:

@@ -220,6 +220,10 @@ class _Ours:
         self.rag, self.k, self.mode = rag, k, mode
 
     def search(self, question: str, n: int) -> list[Hit]:
+        # with --expand, the hypothesis the answer was searched with (Rag keeps it)
+        if getattr(self.rag.settings.retrieve, "expand", False):
+            hyp = self.rag.hypothesis(question)
+            return self.rag.search(question, k=n, mode=self.mode, hypothesis=hyp)  # type: ignore[arg-type]
         return self.rag.search(question, k=n, mode=self.mode)  # type: ignore[arg-type]
 
     def ask(self, question: str) -> Answer:
@@ -295,9 +299,14 @@ def _one(system: System, item: EvalItem, k: int, answers: bool, grader: Any) -> 
         answer = system.ask(item.question)
         total = time.perf_counter() - t0
         retrieve = answer.timings.get("retrieve")
-        # answering is all that follows retrieval: extraction, or an LLM and its verification
-        answering = None if retrieve is None else max(total - retrieve, 0.0)
+        # answering is all that follows retrieval: extraction, or an LLM and its verification;
+        # a hypothesis written for the search (--expand) is a stage of its own
+        expand = answer.timings.get("expand")
+        before = (retrieve or 0.0) + (expand or 0.0) + answer.timings.get("condense", 0.0)
+        answering = None if retrieve is None else max(total - before, 0.0)
         timings = {"retrieve": retrieve, "answer": answering, "total": total}
+        if expand is not None:
+            timings["expand"] = expand
         ranked = system.search(item.question, max(k, DEPTH))
     else:
         ranked = system.search(item.question, max(k, DEPTH))
