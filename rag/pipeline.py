@@ -600,13 +600,15 @@ class Rag:
         answerer: Any = None,
         llm: Any = None,
         sources: Sequence[str] | None = None,
+        expand: bool | None = None,
     ) -> Iterator[str | Draft | Answer]:
         """Yield the answer's text as it is produced, then the whole Answer.
 
         `history`: the earlier turns, oldest first, as (question, answer) pairs or chat
         messages; a follow-up is rewritten to stand alone before retrieval. `answerer`: one
         made by `make_answerer` (default: `self.answerer`); `llm`: answer with this LLM;
-        `sources`: answer only from these documents.
+        `sources`: answer only from these documents; `expand`: search also for the LLM's
+        hypothetical answer (default: `retrieve.expand`).
         """
         from .answer import condense, pairs
 
@@ -624,7 +626,7 @@ class Rag:
                 standalone = condense(turns, question, answerer.llm)
                 timings["condense"] = time.perf_counter() - t
             hypothesis = None
-            if self.settings.retrieve.expand:
+            if self.settings.retrieve.expand if expand is None else expand:
                 t = time.perf_counter()
                 hypothesis = self.hypothesis(standalone, answerer)
                 timings["expand"] = time.perf_counter() - t

@@ -385,3 +385,37 @@ def test_a_markdown_passage_is_rendered_safely_with_its_quote_marked() -> None:
     assert found and "<mark>Alpha received 3 euros.</mark>" in out
     hit = _hit("# Notes\n\nSome *text*.", source="/docs/notes.md", page=None)
     assert '<div class="passage md"><h1>Notes</h1>' in render.passage_html(hit, "s", "1")
+
+
+def test_engine_expands_with_the_models_guess_when_asked(seeds_index: Path, tmp_path: Path) -> None:
+    """The "Search also for the model's guess" box: the endpoint writes a hypothesis, the
+    search reads it, the answer shows it in its small print; unticked, nothing is asked."""
+    from rag.expand import PROMPT
+
+    from .fake_llm import FakeLLM, Reply
+
+    guess = "Japan pledged 550 billion dollars of investment in the United States."
+
+    def reply(request: dict) -> Reply:  # type: ignore[type-arg]
+        asked = request["messages"][-1]["content"]
+        return Reply(guess if asked.startswith(PROMPT.split("{")[0]) else "No.")
+
+    engine = Engine(settings_for(seeds_index), tmp_path / "documents")
+    try:
+        with FakeLLM(reply) as llm:
+            choice = LLMChoice(url=llm.url)
+            question = "What did Tokyo promise Washington?"
+            for expand, asked in ((False, 0), (True, 1)):
+                before = len(llm.requests)
+                out = list(engine.ask_stream(question, k=5, mode="hybrid", llm=choice,
+                                             expand=expand))  # fmt: skip
+                answer = out[-1]
+                assert isinstance(answer, Answer)
+                opening = PROMPT.split("{")[0]
+                wrote = [r for r in llm.requests[before:]
+                         if r["messages"][-1]["content"].startswith(opening)]  # fmt: skip
+                assert len(wrote) == asked
+                assert (answer.hypothesis == guess) is expand
+        assert f"the model's guess: “{guess}”" in render.answer_html(answer, 1)
+    finally:
+        engine.close()

@@ -145,9 +145,11 @@ class Engine:
         llm: LLMChoice,
         history: Sequence[dict[str, str]] = (),
         sources: Sequence[str] | None = None,
+        expand: bool | None = None,
     ) -> Iterator[str | Draft | Answer]:
         """The answer's text pieces as they come, then the Answer (as `Rag.ask_stream`);
-        `sources`: only these documents."""
+        `sources`: only these documents; `expand`: search also for the LLM's hypothetical
+        answer (default: the settings')."""
         if not question.strip():
             raise UsageError("the question is empty: type a question")
         out: queue.Queue[Any] = queue.Queue()
@@ -158,7 +160,7 @@ class Engine:
                 answerer = self._answerer(rag, llm)
                 for piece in rag.ask_stream(
                     question, k=k, mode=mode, history=list(history), answerer=answerer,
-                    sources=sources,
+                    sources=sources, expand=expand,
                 ):  # fmt: skip
                     out.put(piece)
             except BaseException as e:
