@@ -544,14 +544,17 @@ def _print_sources(answer: Any) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_ctx
 def status(c: Context, as_json: bool) -> None:
-    """Documents, chunks, models and settings of the index.
+    """Documents, chunks, models and settings of the index. Exits 1 when the index is not
+    healthy (`rag doctor` says more, `rag doctor --repair` fixes it).
 
     \b
     Example:  rag --index ~/papers-index status --json | jq .documents
     """
     info = c.rag().status()
+    healthy = bool((info.get("health") or {}).get("ok"))
     if as_json:
         _print_json(info)
+        _needs_repair(healthy, info["index"])
         return
     emb, ch = info["embedding"] or {}, info["chunking"] or {}
     click.echo(f"Index:      {info['index']} (vectors: {info['chroma']})")
@@ -592,6 +595,12 @@ def status(c: Context, as_json: bool) -> None:
     click.echo("Versions:   " + ", ".join(f"{k} {v}" for k, v in (info["versions"] or {}).items()))
     for s in info["skipped"]:
         click.echo(f"  skipped {_short(s['source'])}: {s['reason']}")
+    _needs_repair(healthy, info["index"])
+
+
+def _needs_repair(healthy: bool, index_dir: Any) -> None:
+    if not healthy:
+        raise RagError(f"the index needs repair: run `rag --index {index_dir} doctor --repair`")
 
 
 @cli.command()
@@ -645,8 +654,7 @@ def doctor(c: Context, repair: bool, as_json: bool) -> None:
         )
         for problem in health.problems(index_dir):
             click.echo(f"  {problem}")
-    if not health.ok:
-        raise RagError(f"the index needs repair: run `rag --index {index_dir} doctor --repair`")
+    _needs_repair(health.ok, index_dir)
 
 
 @cli.group()

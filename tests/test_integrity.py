@@ -58,6 +58,9 @@ def test_deleted_vectors_are_reported_and_reembedded_from_the_catalog(
     assert f"{chunks} of {chunks} passages have no vector" in r.err and "doctor --repair" in r.err
     code, health = _doctor(index)
     assert code == 1 and health["missing"] == chunks and not health["ok"]
+    for args in (("status",), ("status", "--json")):  # scripts can tell too
+        r = run_rag(*args, index=index)
+        assert r.code == 1 and "needs repair: run `rag --index" in r.err, (args, r.err)
 
     # a plain re-ingest used to report "unchanged" and leave the vectors gone
     r = run_rag("ingest", str(docs), "--json", index=index)
