@@ -50,6 +50,7 @@ def answer_to_json(a: Answer) -> dict[str, Any]:
         "warnings": list(a.warnings),
         "standalone_question": a.standalone_question,
         "searched": a.searched,
+        "hypothesis": a.hypothesis,
         "citations": [
             {"n": c.n, "quote": c.quote, "supported": c.supported, "hit": _hit_json(c.hit)}
             for c in a.citations
@@ -72,6 +73,7 @@ def answer_from_json(d: dict[str, Any]) -> Answer:
         warnings=list(d.get("warnings", [])),
         standalone_question=d.get("standalone_question"),
         searched=d.get("searched"),
+        hypothesis=d.get("hypothesis"),
     )
 
 
@@ -172,6 +174,7 @@ def add_feedback(index_dir: Path | str, answer: Answer, good: bool, note: str = 
         "question": answer.standalone_question or answer.question,
         "answer": answer.answer,
         "refused": answer.refused,
+        "hypothesis": answer.hypothesis,  # what the search also read (--expand), if anything
         "citations": [
             {"n": c.n, "source": c.hit.chunk.source, "quote": c.quote} for c in answer.citations
         ],

@@ -511,16 +511,18 @@ class Rag:
                        "or --llm-url)")  # fmt: skip
                 log.warning("%s: searching for the question alone", why)
             return ""
-        key = (str(getattr(llm, "url", id(llm))), question)
+        # one endpoint may serve several models (the UI's endpoint + model name)
+        key = (f"{getattr(llm, 'url', id(llm))} {getattr(llm, '_model', None)}", question)
         with self._memo_lock:
             known = self._hypotheses.get(key)
         if known is not None:  # `rag eval` asks, then searches, the same question
             return known
         text = hypothesis(llm, question)  # not under a lock: it takes seconds
-        with self._memo_lock:
-            if len(self._hypotheses) >= 64:
-                self._hypotheses.pop(next(iter(self._hypotheses)), None)
-            self._hypotheses[key] = text  # "" too: a failing LLM is not asked twice
+        if text:  # a failure is tried again next time (the app's retry button)
+            with self._memo_lock:
+                if len(self._hypotheses) >= 64:
+                    self._hypotheses.pop(next(iter(self._hypotheses)), None)
+                self._hypotheses[key] = text
         return text
 
     def _reopen_if_replaced(self) -> None:

@@ -107,3 +107,14 @@ def test_feedback_cli(tmp_path: Path, answers: list) -> None:
     assert r.code == 0 and "Wrote 1 question" in r.out
     item = load_dataset(tmp_path / "mine.jsonl")[0]
     assert "550 billion" in item.answer and item.answerable and item.evidence
+
+
+def test_the_models_guess_survives_the_round_trip_and_shows_as_typed(answers: list) -> None:
+    from dataclasses import replace
+
+    guess = "Use `__init__` with *args: see dict_items."
+    a = replace(answers[0], hypothesis=guess)
+    back = answer_from_json(json.loads(json.dumps(answer_to_json(a))))
+    assert back.hypothesis == guess
+    shown = render.answer_html(back, 1)
+    assert r"\`\_\_init\_\_\` with \*args" in shown and "dict\\_items" in shown

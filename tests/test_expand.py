@@ -204,3 +204,63 @@ def test_eval_with_expand_scores_the_search_the_answer_read(tmp_path: Path) -> N
             run = run_eval(rag, [item], k=3, mode="keyword", save=False)
             assert run.metrics["hit@3"] == found, expand
             assert len([a for a in llm.asked if QUESTION in a and "passage" in a]) == expand
+
+
+class Served(Scripted):
+    """A Scripted LLM at an endpoint that serves a named model."""
+
+    def __init__(self, reply: str, model: str) -> None:
+        super().__init__(reply)
+        self.url, self._model = "http://127.0.0.1:9/v1", model
+
+
+def test_the_memo_keeps_one_guess_per_model_of_an_endpoint(small_rag: Rag) -> None:
+    from rag.answer import make_answerer
+
+    a, b = Served("guess of a", "a"), Served("guess of b", "b")
+    answer = small_rag.settings.answer
+    for llm, want in ((a, "guess of a"), (b, "guess of b"), (a, "guess of a")):
+        answerer = make_answerer(answer, small_rag.embedder.embed, llm=llm)
+        assert small_rag.hypothesis("Which model?", answerer) == want
+    assert len(a.asked) == 1 and len(b.asked) == 1  # each written once, then remembered
+
+
+def test_a_failed_guess_is_tried_again(small_rag: Rag) -> None:
+    from rag.answer import make_answerer
+
+    llm = Scripted(LLMError("the LLM at x did not answer"))
+    answerer = make_answerer(small_rag.settings.answer, small_rag.embedder.embed, llm=llm)
+    assert small_rag.hypothesis("Tried twice?", answerer) == ""
+    llm.reply = "now it answers"
+    assert small_rag.hypothesis("Tried twice?", answerer) == "now it answers"
+
+
+def test_eval_times_the_guess_apart_from_the_answer(tmp_path: Path) -> None:
+    import time
+
+    from rag.evaluate.dataset import EvalItem
+    from rag.evaluate.runner import run_eval
+
+    class Slow(Scripted):
+        def complete(self, messages: list[dict[str, str]], max_tokens: int = 256) -> str:
+            if messages[-1]["content"].startswith(PROMPT.split("{")[0]):
+                time.sleep(0.5)
+            return super().complete(messages, max_tokens)
+
+    docs = write_small_corpus(tmp_path / "docs")
+    with Rag(settings_for(tmp_path / "index", retrieve={"expand": True})) as rag:
+        rag.ingest([docs])
+        rag._answerer = rag.make_answerer(llm=Slow(HYPOTHESIS))
+        item = EvalItem("q1", QUESTION, keys=(("Ghent",),), evidence=("bicycle-sharing",))
+        q = run_eval(rag, [item], k=3, mode="keyword", save=False).questions[0]
+    ms = q["timings_ms"]
+    assert ms["expand"] >= 500  # the first question's guess is written when it is asked
+    assert ms["answer"] < ms["total"] - 500
+
+
+def test_rag_expand_in_the_environment_without_an_llm_only_warns(seeds_index: Path) -> None:
+    r = run_rag("search", "--json", "Japan pledge", "-k", "2", index=seeds_index,
+                env={"RAG_EXPAND": "1"})  # fmt: skip
+    assert r.code == 0, r.err
+    assert len(json.loads(r.out)["hits"]) == 2
+    assert "needs an LLM" in r.err and "searching for the question alone" in r.err

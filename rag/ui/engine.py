@@ -152,6 +152,8 @@ class Engine:
         answer (default: the settings')."""
         if not question.strip():
             raise UsageError("the question is empty: type a question")
+        if expand is None:  # RAG_EXPAND=1: only where a model answers (it writes the guess)
+            expand = self.settings.retrieve.expand and llm != LLMChoice()
         out: queue.Queue[Any] = queue.Queue()
 
         def work() -> None:

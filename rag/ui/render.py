@@ -51,7 +51,8 @@ def _notes(answer: Answer) -> str:
     if answer.standalone_question and answer.standalone_question != answer.question:
         notes.append(f"Searched for: “{html.escape(answer.standalone_question)}”")
     if answer.hypothesis:  # --expand: what the model wrote for the search, never an answer
-        notes.append(f"Searched also for the model's guess: “{html.escape(answer.hypothesis)}”")
+        guess = _escape_markdown(answer.hypothesis)  # free LLM text: `*args`, `__init__`
+        notes.append(f"Searched also for the model's guess: “{guess}”")
     notes += [f"⚠ {html.escape(w)}" for w in answer.warnings]
     return "".join(f"\n\n<small>{n}</small>" for n in notes)
 
