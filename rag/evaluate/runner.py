@@ -221,7 +221,7 @@ class _Ours:
 
     def search(self, question: str, n: int) -> list[Hit]:
         # with --expand, the hypothesis the answer was searched with (Rag keeps it)
-        if getattr(self.rag.settings.retrieve, "expand", False):
+        if self.rag.settings.retrieve.expand:
             hyp = self.rag.hypothesis(question)
             return self.rag.search(question, k=n, mode=self.mode, hypothesis=hyp)  # type: ignore[arg-type]
         return self.rag.search(question, k=n, mode=self.mode)  # type: ignore[arg-type]
