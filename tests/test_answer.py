@@ -203,6 +203,8 @@ def test_judge_settings_from_the_environment() -> None:
     s = Settings.from_env({"RAG_JUDGE": "1", "RAG_MIN_JUDGE": "-4.5"})
     assert s.answer.judge is True and s.answer.min_judge == -4.5
     assert Settings.from_env({"RAG_JUDGE": "off"}).answer.judge is False
+    assert Settings.from_env({}).answer.draft is True  # the LLM reads the quote as a draft
+    assert Settings.from_env({"RAG_DRAFT": "0"}).answer.draft is False
     with pytest.raises(UsageError, match="RAG_JUDGE='maybe' is not on or off"):
         Settings.from_env({"RAG_JUDGE": "maybe"})
     for bad in ("inf", "nan", "-1", "soon"):

@@ -203,6 +203,22 @@ def test_summarize_edge_cases() -> None:
     assert all(v is None for v in M.summarize([], 5).values())
 
 
+def test_generated_counts_the_answers_a_model_wrote() -> None:
+    from dataclasses import replace
+
+    quoted = _answer("Maria Lopez started Alpha in 2019. [1]", ranked[:1])
+    written = replace(quoted, mode="llm")
+    gate_refusal = replace(_answer("The documents do not say.", refused=True), mode="llm")
+    questions = [score(ITEM, ranked, 5, written), score(ITEM, ranked, 5, quoted),
+                 score(ITEM, ranked, 5, written), score(NOPE, ranked, 5, gate_refusal)]  # fmt: skip
+    assert M.summarize(questions, 5)["generated"] == 2 / 3  # of the answerable ones
+    # the model's refusal of an answerable question is not an answer it wrote
+    assert M.summarize([score(ITEM, ranked, 5, gate_refusal)], 5)["generated"] == 0.0
+    # no model answered: n/a, so that a gate on it fails instead of passing on quotes
+    assert M.summarize([score(ITEM, ranked, 5, quoted)], 5)["generated"] is None
+    assert parse_gates(["generated=0.6"], [], metric_names(5)) == [("generated", "min", 0.6)]
+
+
 def test_gates() -> None:
     known = metric_names(5)
     gates = parse_gates(["hit@5=0.9", "key_acc=0.5"], ["false_refusal_rate=0.2"], known)

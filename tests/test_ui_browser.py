@@ -363,6 +363,45 @@ def test_llm_answer_streams_in_and_cites_its_passage(page: Page) -> None:
     assert pg.locator("#chat a.cite").count() >= 1
 
 
+def test_the_models_guess_is_searched_for_only_when_the_box_is_ticked(page: Page) -> None:
+    from .fake_llm import FakeLLM, Reply
+
+    guess = "Japan's __pledge__ was $550 billion of *investment*."
+
+    def reply(request: dict[str, Any]) -> Reply:
+        user = request["messages"][-1]["content"]
+        if "<passages>" not in user:  # the guess: asked with the question alone
+            return Reply(guess)
+        n = re.search(r'<passage n="(\d+)"[^>]*>[^<]*Japan pledged \$550 billion', user)
+        return Reply(f"Japan pledged $550 billion to the United States [{n.group(1) if n else 1}].")
+
+    pg = page.page
+    box = pg.get_by_label("Search also for the model's guess")
+    assert not box.is_visible()  # the quoting answerer has no model to guess with
+    with FakeLLM(reply) as llm:
+        pg.get_by_label("LLM endpoint").check()
+        pg.get_by_label("Endpoint URL").fill(llm.url)
+        pg.get_by_role("button", name="Check connection").click()
+        pg.wait_for_selector(".llm-status :text('reachable: fake-model')", timeout=45_000)
+        for ticked in (False, True):
+            box.set_checked(ticked)
+            before = len(llm.requests)
+            pg.fill("#question textarea", JAPAN)
+            pg.click("#ask")
+            pg.wait_for_function(
+                "n => document.querySelectorAll('#sources details.turn').length >= n",
+                arg=1 + ticked,
+                timeout=60_000,
+            )
+            asked = [r["messages"][-1]["content"] for r in llm.requests[before:]]
+            guesses = [u for u in asked if "<passages>" not in u]
+            assert len(guesses) == ticked and all(JAPAN in u for u in guesses), asked
+    chat = pg.inner_text("#chat")
+    # shown once, for the second question, as typed (Markdown escaped), never as the answer
+    assert chat.count("Searched also for the model's guess") == 1, chat
+    assert "__pledge__" in chat and "*investment*" in chat
+
+
 @pytest.mark.llm
 def test_the_bundled_model_answers_in_the_app(page: Page) -> None:
     from .conftest import llm_requirements

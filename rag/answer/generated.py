@@ -133,7 +133,8 @@ def _written(
     verifier = Verifier(hits, embed, question, judge=judge, min_judge=settings.min_judge)
     verifier.prepare()  # so that sentences are checked as fast as they come
     composer = Composer(hits, settings.unsupported)
-    messages = build_messages(question, hits, settings.max_sentences, texts)
+    draft = fallback.answer if settings.draft else None
+    messages = build_messages(question, hits, settings.max_sentences, texts, draft)
     warnings: list[str] = []
     shown = False
     t0 = time.perf_counter()

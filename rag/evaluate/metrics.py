@@ -171,6 +171,11 @@ def summarize(questions: Sequence[dict[str, Any]], k: int) -> dict[str, float | 
         "citation_recall": mean(q.get("citation_recall") for q in answerable),
         "refusal_acc": mean(q.get("refused") for q in unanswerable),
         "false_refusal_rate": mean(q.get("refused") for q in answerable),
+        # answerable questions whose shown answer a model wrote (not the quote it fell back
+        # to); n/a unless a model answerer was asked
+        "generated": mean(q.get("generated") for q in answerable)
+        if any(q.get("answer_mode") == "llm" for q in questions)
+        else None,
     }
     for stage in ("total", "retrieve", "answer"):
         times = [
@@ -203,6 +208,7 @@ def SPLIT_METRICS(k: int) -> tuple[str, ...]:
         "citation_precision",
         "refusal_acc",
         "false_refusal_rate",
+        "generated",
     )
 
 
@@ -277,6 +283,7 @@ def metric_names(k: int, judge: bool = False) -> list[str]:
         "citation_recall",
         "refusal_acc",
         "false_refusal_rate",
+        "generated",
     ]
     for stage in ("", "_retrieve", "_answer"):
         names += [f"latency{stage}_p50_ms", f"latency{stage}_p95_ms"]

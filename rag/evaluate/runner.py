@@ -198,6 +198,7 @@ def score(
         token_f1=M.token_f1(text, item.answer) if item.answerable and item.answer else None,
         citation_precision=M.citation_precision(cited, ev) if item.answerable else None,
         citation_recall=M.citation_recall(cited, ev) if item.answerable else None,
+        generated=answer.mode == "llm" and not answer.refused if item.answerable else None,
     )
     if item.answerable:
         if answer.refused:
