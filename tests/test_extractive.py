@@ -244,3 +244,8 @@ def test_excerpts_keep_the_chosen_sentences_first_and_mark_gaps() -> None:
     assert excerpts([hit], ex, words=12) == [
         "Sentence one has exactly six words. … Sentence three has exactly six words. …"
     ]
+    # every chosen sentence is shown, past the budget too: the LLM checks them as its draft
+    ex = Extract([cands[1], cands[3]], 0.5, Expect(""), cands)
+    assert excerpts([hit], ex, words=8) == [
+        "… Sentence two has exactly six words. … Sentence four has exactly six words."
+    ]

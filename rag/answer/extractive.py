@@ -580,8 +580,9 @@ def compose(chosen: Sequence[Candidate]) -> tuple[str, list[Citation]]:
 
 def excerpts(hits: Sequence[Hit], ex: Extract, words: int) -> list[str]:
     """Each hit's text cut to about `words` words, in reading order (gaps marked "…"): the
-    sentences the extractive answer chose, then the best-scored others. What an LLM is shown,
-    so that its prompt stays short."""
+    sentences the extractive answer chose (all of them, whatever their length: the LLM is
+    shown that answer as a draft to check), then the best-scored others. What an LLM is
+    shown, so that its prompt stays short."""
     order = {id(c): i for i, c in enumerate(ex.chosen)}  # the answer's own order
     by_chunk: dict[str, list[Candidate]] = {}
     for c in sorted(ex.candidates, key=lambda c: (order.get(id(c), len(order)), -c.score)):
@@ -600,7 +601,7 @@ def excerpts(hits: Sequence[Hit], ex: Extract, words: int) -> list[str]:
         used = 0
         for c in cands:
             n = len(c.text.split())
-            if kept and used + n > words:
+            if kept and used + n > words and id(c) not in order:  # the answer's are all shown
                 continue
             kept.append(c)
             used += n

@@ -24,7 +24,7 @@ from ..config import AnswerSettings
 from ..errors import LLMError, UsageError
 from ..types import Answer, Draft, Hit
 from .base import Embed, EvidenceJudge, refusal
-from .extractive import ExtractiveAnswerer, excerpts
+from .extractive import Extract, ExtractiveAnswerer, excerpts
 from .llm import LLM, build_messages, serving
 from .verify import REFUSAL, Composer, Verifier, complete_sentences, strip_citations
 
@@ -102,8 +102,9 @@ class LLMAnswerer:
             # the model reads each passage's best sentences: a prompt a third as long, and
             # on 2 cores the first token comes that much sooner
             shown = excerpts(hits, ex, self.settings.passage_words)
+            draft = drafted(ex, hits) if self.settings.draft else None
             yield Draft(fallback)
-            answer = yield from _written(llm, question, hits, shown, fallback, embed,
+            answer = yield from _written(llm, question, hits, shown, draft, fallback, embed,
                                          self.extractive.judge, self.settings,
                                          timings)  # fmt: skip
             answer = _chosen(answer, fallback)
@@ -122,6 +123,7 @@ def _written(
     question: str,
     hits: Sequence[Hit],
     texts: Sequence[str],
+    draft: str | None,
     fallback: Answer,
     embed: Embed,
     judge: EvidenceJudge | None,
@@ -133,7 +135,6 @@ def _written(
     verifier = Verifier(hits, embed, question, judge=judge, min_judge=settings.min_judge)
     verifier.prepare()  # so that sentences are checked as fast as they come
     composer = Composer(hits, settings.unsupported)
-    draft = fallback.answer if settings.draft else None
     messages = build_messages(question, hits, settings.max_sentences, texts, draft)
     warnings: list[str] = []
     shown = False
@@ -179,6 +180,13 @@ def _written(
     return Answer(question, result.text, False, result.citations, "llm", hits=list(hits),
                   warnings=warnings, evidence=fallback.evidence, judged=fallback.judged,
                   extractive=fallback)  # fmt: skip
+
+
+def drafted(ex: Extract, hits: Sequence[Hit]) -> str:
+    """The quoted answer as the model is shown it: each chosen sentence followed by the [n]
+    of its passage in the prompt (the quoted answer itself numbers passages by first use)."""
+    n = {hit.chunk.id: i for i, hit in enumerate(hits, start=1)}
+    return " ".join(f"{c.text} [{n[c.hit.chunk.id]}]" for c in ex.chosen)
 
 
 def _chosen(written: Answer, quoted: Answer) -> Answer:
