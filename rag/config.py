@@ -88,9 +88,9 @@ class AnswerSettings:
     # set, none of the 1.5B's, and it halved the 1.5B's share of generated answers
     pick: bool = False
     # with an LLM: the quoted answer is shown to the model after the passages, as a draft to
-    # check and rewrite. The 1.5B then wrote 28 of 42 seeds answers instead of 21 at the same
-    # key accuracy (0.833), and on the held-out set 14 of 24 instead of 12, 0.625 -> 0.667
-    # (docs/evaluation.md#llm, bench/llm_prompts.py)
+    # check and rewrite. The 1.5B then wrote 25-28 of 42 seeds answers instead of 20-21, 35-36
+    # right either way; the 0.5B got 30-31 right instead of 25 (docs/evaluation.md, "The
+    # quoted answer as a draft"; bench/llm_prompts.py)
     draft: bool = True
     # an LLM is shown about this many words of each passage (its best sentences): 5 whole
     # passages are ~1,600 prompt tokens, 35-50 s of prefill for a 1.5B model on 2 cores

@@ -22,7 +22,7 @@ MEANING = {
     "citation_recall": "evidence quotes covered by the cited passages",
     "refusal_acc": "unanswerable questions refused",
     "false_refusal_rate": "answerable questions refused (lower is better)",
-    "generated": "answerable questions answered in the model's words (not the quote)",
+    "generated": "answerable questions answered by the model (its verified text, not the quote)",
     "latency_p50_ms": "whole question, median (ms)",
     "latency_p95_ms": "whole question, 95th percentile (ms)",
     "latency_retrieve_p50_ms": "retrieval, median (ms)",
