@@ -93,10 +93,12 @@ class ChatRequest(BaseModel):
     model: str = "rag"
     messages: list[Message]
     stream: bool = False
-    # rag's own, optional: how many passages, which retrieval mode, which documents
+    # rag's own, optional: how many passages, which retrieval mode, which documents, and
+    # whether to search also for the model's guess at the answer (default: RAG_EXPAND)
     k: int | None = Field(default=None, ge=1, le=50)
     mode: str | None = None
     sources: list[str] | None = None
+    expand: bool | None = None
 
 
 class SearchRequest(BaseModel):
@@ -251,13 +253,20 @@ def build_api(engine: Engine, *, api_key: str | None, configured: LLMChoice,
                    if m.role in ("user", "assistant")]  # fmt: skip
         mode = req.mode or engine.settings.retrieve.mode
         k = req.k or engine.settings.retrieve.k
+        if req.expand and llm == LLMChoice():
+            writers = [name for name, m in models.items() if m != LLMChoice()]
+            fix = (f"use one of {', '.join(writers)}" if writers
+                   else "start rag serve with --llm local or --llm-url")  # fmt: skip
+            raise ApiError(400, "expand needs a model that writes the answer (it writes the "
+                           f"guess that is searched for): {fix}")  # fmt: skip
         release = slot()
         rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
 
         def answer() -> Answer:
             final = None
             for piece in engine.ask_stream(question, k=k, mode=mode, llm=llm,  # type: ignore[arg-type]
-                                           history=history, sources=req.sources):  # fmt: skip
+                                           history=history, sources=req.sources,
+                                           expand=req.expand):  # fmt: skip
                 if isinstance(piece, Answer):
                     final = piece
             assert final is not None
@@ -396,8 +405,11 @@ def _extras(a: Answer) -> dict[str, Any]:
         cits.append({"n": c.n, "source": ch.source, "chunk_id": ch.id, "page": ch.page,
                      "start_char": ch.start_char, "end_char": ch.end_char, "quote": c.quote,
                      "supported": c.supported})  # fmt: skip
-    return {"citations": cits, "refused": a.refused, "warnings": list(a.warnings),
-            "rag_mode": a.mode}  # fmt: skip
+    out: dict[str, Any] = {"citations": cits, "refused": a.refused, "warnings": list(a.warnings),
+           "rag_mode": a.mode}  # fmt: skip
+    if a.hypothesis:
+        out["hypothesis"] = a.hypothesis  # the model's guess that was searched for too
+    return out
 
 
 def _completion(a: Answer, rid: str, created: int, model: str) -> dict[str, Any]:

@@ -239,6 +239,57 @@ def test_every_admitted_request_is_released(
         engine.close()
 
 
+def test_expand_searches_for_the_models_guess_and_needs_a_model_that_writes(
+    seeds_index: Path, tmp_path: Path
+) -> None:
+    """`"expand": true` in a chat request does what `--expand` does; with the quoting
+    answerer (no model to write the guess) it is a 400 that names the model to use."""
+    from fastapi.testclient import TestClient
+
+    from rag import api as api_module
+    from rag.expand import PROMPT
+    from rag.ui.engine import Engine, LLMChoice
+
+    from .conftest import settings_for
+    from .fake_llm import FakeLLM, Reply
+
+    guess = "Tokyo promised Washington 550 billion dollars of investment."
+    asks_guess = PROMPT.split("{")[0][:40]
+
+    def script(req: dict) -> Reply:  # type: ignore[type-arg]
+        user = req["messages"][-1]["content"]
+        return Reply(guess if asks_guess in user else "Japan pledged $550 billion [1].")
+
+    with FakeLLM(script) as llm:
+        engine = Engine(settings_for(seeds_index), tmp_path / "docs")
+        try:
+            app = api_module.build_api(engine, api_key=None, configured=LLMChoice(url=llm.url),
+                                       local={})  # fmt: skip
+            client = TestClient(app)
+            q = [{"role": "user", "content": "How much money did Tokyo promise Washington?"}]
+            r = client.post(
+                "/v1/chat/completions",
+                json={"model": "rag:extractive", "messages": q, "expand": True},
+            )
+            assert r.status_code == 400, r.text
+            assert "searched for): use one of rag," in r.json()["error"]["message"]
+            assert not llm.requests
+
+            r = client.post("/v1/chat/completions", json={"model": "rag", "messages": q})
+            assert r.status_code == 200 and "hypothesis" not in r.json()
+            assert not any(asks_guess in m["content"] for b in llm.requests for m in b["messages"])
+
+            r = client.post(
+                "/v1/chat/completions", json={"model": "rag", "messages": q, "expand": True}
+            )
+            assert r.status_code == 200, r.text
+            assert r.json()["hypothesis"] == guess
+            assert any(asks_guess in m["content"] for b in llm.requests for m in b["messages"])
+            assert "550 billion" in r.json()["choices"][0]["message"]["content"]
+        finally:
+            engine.close()
+
+
 # --- /v1/embeddings: our embedder as a remote one ----------------------------------------
 
 

@@ -547,6 +547,21 @@ def test_api_on_a_real_index(tiny: SimpleNamespace, tmp_path: Path) -> None:
     assert both["keyword"]["key_acc"] is None  # retrieval only
 
 
+def test_generated_is_zero_when_the_chosen_model_never_answers(
+    tiny: SimpleNamespace, free_port: int
+) -> None:
+    """`rag eval --llm-url` with the endpoint down: every answer is the quote it fell back
+    to, and `generated` says 0, not n/a (a quoting run says n/a)."""
+    items = [i for i in load_dataset(tiny.dataset) if i.answerable]  # no refusal by the gate
+    down = f"http://127.0.0.1:{free_port}/v1"
+    with Rag(settings_for(tiny.index, answer={"llm_url": down, "max_retries": 0})) as rag:
+        run = run_eval(rag, items, k=3, save=False)
+    assert run.metrics["generated"] == 0.0
+    answered = [q for q in run.questions if q["answerable"]]
+    assert answered and all(q["answer_mode"] == "extractive" for q in answered)
+    assert run_eval(tiny.rag, items, k=3, save=False).metrics["generated"] is None
+
+
 @pytest.fixture
 def rag_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Any:
     """The `rag` entry point in this process (no interpreter start-up): args → CliResult."""

@@ -172,9 +172,9 @@ def summarize(questions: Sequence[dict[str, Any]], k: int) -> dict[str, float | 
         "refusal_acc": mean(q.get("refused") for q in unanswerable),
         "false_refusal_rate": mean(q.get("refused") for q in answerable),
         # answerable questions whose shown answer a model wrote (not the quote it fell back
-        # to); n/a unless a model answerer was asked
+        # to); n/a unless a model answerer was asked (0 when its model never answered)
         "generated": mean(q.get("generated") for q in answerable)
-        if any(q.get("answer_mode") == "llm" for q in questions)
+        if any(q.get("answer_mode") == "llm" or q.get("model_asked") for q in questions)
         else None,
     }
     for stage in ("total", "retrieve", "answer"):

@@ -270,6 +270,9 @@ def run_eval(
         system: System = LlamaIndexBaseline(rag, k)
     else:
         system = _Ours(rag, k, mode)
+    # a model answerer was asked: `generated` is measured (0 when its model never answered)
+    writes = answers and mode != "llamaindex" and getattr(
+        getattr(rag, "answerer", None), "name", None) == "llm"  # fmt: skip
     run = _new_run(rag, items, k, mode, runs_dir if save else None, dataset_path)
     if mode == "llamaindex":
         run.notes.append(BASELINE_NOTES[mode])
@@ -283,7 +286,7 @@ def run_eval(
     started = time.perf_counter()
     try:
         for n, item in enumerate(items, start=1):
-            run.questions.append(_one(system, item, k, answers, grader))
+            run.questions.append(_one(system, item, k, answers, grader, writes))
             run.seconds = time.perf_counter() - started
             run.metrics = M.summarize(run.questions, k)
             run.save()
@@ -299,7 +302,9 @@ def run_eval(
     return run
 
 
-def _one(system: System, item: EvalItem, k: int, answers: bool, grader: Any) -> dict[str, Any]:
+def _one(
+    system: System, item: EvalItem, k: int, answers: bool, grader: Any, writes: bool = False
+) -> dict[str, Any]:
     answer = None
     t0 = time.perf_counter()
     if answers:
@@ -321,6 +326,8 @@ def _one(system: System, item: EvalItem, k: int, answers: bool, grader: Any) -> 
         timings = {"retrieve": total, "answer": None, "total": total}
     ms = {s: None if t is None else round(t * 1000, 1) for s, t in timings.items()}
     q = score(item, ranked, k, answer, ms)
+    if writes:
+        q["model_asked"] = True
     if grader is not None and answer is not None and not answer.refused:
         passages = [c.hit.chunk.text for c in answer.citations] or [
             h.chunk.text for h in answer.hits
