@@ -638,8 +638,10 @@ def doctor(c: Context, repair: bool, as_json: bool) -> None:
     index_dir = rag.settings.store.index_dir
     done = rag.repair(full=True) if repair else None
     health = rag.health(full=True)
+    aside = _set_aside(index_dir)
     if as_json:
-        _print_json({"index": str(index_dir), **health.to_json(), "repaired": done})
+        _print_json({"index": str(index_dir), **health.to_json(), "repaired": done,
+                     "set_aside": [{"path": str(p), "bytes": n} for p, n in aside]})  # fmt: skip
     else:
         if done is not None:
             click.echo(
@@ -654,7 +656,33 @@ def doctor(c: Context, repair: bool, as_json: bool) -> None:
         )
         for problem in health.problems(index_dir):
             click.echo(f"  {problem}")
+        if aside:
+            # repairs move damage aside for inspection and never delete it: say what it costs
+            names = ", ".join(f"{p.name} ({_size(n)})" for p, n in aside)
+            click.echo(f"  set aside by earlier repairs: {names}; when you no longer need them: "
+                       f"rm -r {index_dir}/*.damaged-*")  # fmt: skip
     _needs_repair(health.ok, index_dir)
+
+
+def _set_aside(index_dir: Path) -> list[tuple[Path, int]]:
+    """What repairs moved aside in the index folder (`*.damaged-*`), with its size in bytes."""
+    out = []
+    for p in sorted(index_dir.glob("*.damaged-*")):
+        files = [p] if not p.is_dir() else [f for f in p.rglob("*") if f.is_file()]
+        out.append((p, sum(f.lstat().st_size for f in files)))
+    return out
+
+
+def _size(n: int) -> str:
+    """Bytes as a person reads them: "812 B", "4.1 MB"."""
+    if n < 1000:
+        return f"{n} B"
+    size, unit = float(n), "B"
+    for unit in ("KB", "MB", "GB"):  # noqa: B007 -- the last unit divided into is the one
+        size /= 1000
+        if size < 1000:
+            break
+    return f"{size:.1f} {unit}"
 
 
 @cli.group()

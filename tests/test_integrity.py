@@ -117,6 +117,12 @@ def test_damaged_catalog_is_one_line_and_repaired(seeded: tuple[Path, Path]) -> 
     assert list(index.glob("catalog.sqlite.damaged-*")), "the damaged file is kept aside"
     r = run_rag("ask", QUESTION, index=index)
     assert r.code == 0 and "550 billion" in r.out
+    # what was set aside is never deleted by rag, so doctor says it is there, and its size
+    code, health = _doctor(index)
+    assert code == 0 and [a["bytes"] for a in health["set_aside"]] == [2200]
+    r = run_rag("doctor", index=index)
+    assert r.code == 0 and "set aside by earlier repairs: catalog.sqlite.damaged-" in r.out
+    assert "(2.2 KB)" in r.out and f"rm -r {index}/*.damaged-*" in r.out
 
 
 def _zero_after_header(path: Path) -> None:
