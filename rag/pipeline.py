@@ -512,7 +512,7 @@ class Rag:
                 log.warning("%s: searching for the question alone", why)
             return ""
         # one endpoint may serve several models (the UI's endpoint + model name)
-        key = (f"{getattr(llm, 'url', id(llm))} {getattr(llm, '_model', None)}", question)
+        key = (f"{getattr(llm, 'url', id(llm))} {getattr(llm, 'named', None)}", question)
         with self._memo_lock:
             known = self._hypotheses.get(key)
         if known is not None:  # `rag eval` asks, then searches, the same question

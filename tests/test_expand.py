@@ -211,7 +211,7 @@ class Served(Scripted):
 
     def __init__(self, reply: str, model: str) -> None:
         super().__init__(reply)
-        self.url, self._model = "http://127.0.0.1:9/v1", model
+        self.url, self.named = "http://127.0.0.1:9/v1", model
 
 
 def test_the_memo_keeps_one_guess_per_model_of_an_endpoint(small_rag: Rag) -> None:

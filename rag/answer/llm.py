@@ -117,6 +117,12 @@ class LLM:
                    max_retries=s.max_retries, temperature=s.temperature)  # fmt: skip
 
     @property
+    def named(self) -> str | None:
+        """The model as named in the settings, or as found by `model`; None before that
+        (asks the endpoint nothing)."""
+        return self._model
+
+    @property
     def model(self) -> str:
         """The model named in the settings, else the first one the endpoint lists."""
         if self._model is None:
