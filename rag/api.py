@@ -253,10 +253,12 @@ def build_api(engine: Engine, *, api_key: str | None, configured: LLMChoice,
                    if m.role in ("user", "assistant")]  # fmt: skip
         mode = req.mode or engine.settings.retrieve.mode
         k = req.k or engine.settings.retrieve.k
-        if req.expand and llm == LLMChoice():
-            writers = [name for name, m in models.items() if m != LLMChoice()]
-            fix = (f"use one of {', '.join(writers)}" if writers
-                   else "start rag serve with --llm local or --llm-url")  # fmt: skip
+        if req.expand and not llm.writes:
+            writers = [name for name, m in models.items() if m.writes]
+            fix = (f"use one of {', '.join(writers)}, or leave expand out" if writers
+                   else "install a model (`rag models install local-small`) and start "
+                   "rag serve with --llm local-small, or with --llm-url URL; "
+                   "or leave expand out")  # fmt: skip
             raise ApiError(400, "expand needs a model that writes the answer (it writes the "
                            f"guess that is searched for): {fix}")  # fmt: skip
         release = slot()

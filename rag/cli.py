@@ -6,6 +6,7 @@ import contextlib
 import faulthandler
 import json
 import logging
+import shlex
 import signal
 import sqlite3
 import sys
@@ -600,7 +601,8 @@ def status(c: Context, as_json: bool) -> None:
 
 def _needs_repair(healthy: bool, index_dir: Any) -> None:
     if not healthy:
-        raise RagError(f"the index needs repair: run `rag --index {index_dir} doctor --repair`")
+        index = shlex.quote(str(index_dir))
+        raise RagError(f"the index needs repair: run `rag --index {index} doctor --repair`")
 
 
 @cli.command()
@@ -659,17 +661,23 @@ def doctor(c: Context, repair: bool, as_json: bool) -> None:
         if aside:
             # repairs move damage aside for inspection and never delete it: say what it costs
             names = ", ".join(f"{p.name} ({_size(n)})" for p, n in aside)
-            click.echo(f"  set aside by earlier repairs: {names}; when you no longer need them: "
-                       f"rm -r {index_dir}/*.damaged-*")  # fmt: skip
+            click.echo(f"  set aside by repairs: {names}; when you no longer need them: "
+                       f"rm -r {shlex.quote(str(index_dir))}/*.damaged-*")  # fmt: skip
     _needs_repair(health.ok, index_dir)
 
 
 def _set_aside(index_dir: Path) -> list[tuple[Path, int]]:
-    """What repairs moved aside in the index folder (`*.damaged-*`), with its size in bytes."""
+    """What repairs moved aside in the index folder (`*.damaged-*`), with the bytes that
+    deleting it frees (a link counts as itself, not as what it points to)."""
     out = []
     for p in sorted(index_dir.glob("*.damaged-*")):
-        files = [p] if not p.is_dir() else [f for f in p.rglob("*") if f.is_file()]
-        out.append((p, sum(f.lstat().st_size for f in files)))
+        real_dir = p.is_dir() and not p.is_symlink()
+        total = 0
+        for f in p.rglob("*") if real_dir else [p]:
+            with contextlib.suppress(OSError):  # gone or unreadable meanwhile: not counted
+                if f.is_symlink() or not f.is_dir():
+                    total += f.lstat().st_size
+        out.append((p, total))
     return out
 
 
@@ -677,12 +685,12 @@ def _size(n: int) -> str:
     """Bytes as a person reads them: "812 B", "4.1 MB"."""
     if n < 1000:
         return f"{n} B"
-    size, unit = float(n), "B"
-    for unit in ("KB", "MB", "GB"):  # noqa: B007 -- the last unit divided into is the one
+    size = float(n)
+    for unit in ("KB", "MB", "GB", "TB"):
         size /= 1000
-        if size < 1000:
-            break
-    return f"{size:.1f} {unit}"
+        if round(size, 1) < 1000 or unit == "TB":
+            return f"{size:.1f} {unit}"
+    raise AssertionError("unreachable")
 
 
 @cli.group()

@@ -14,6 +14,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -260,32 +261,43 @@ def test_expand_searches_for_the_models_guess_and_needs_a_model_that_writes(
         user = req["messages"][-1]["content"]
         return Reply(guess if asks_guess in user else "Japan pledged $550 billion [1].")
 
+    def guesses(llm: FakeLLM) -> int:
+        return sum(asks_guess in m["content"] for b in llm.requests for m in b["messages"])
+
     with FakeLLM(script) as llm:
-        engine = Engine(settings_for(seeds_index), tmp_path / "docs")
+        # RAG_EXPAND=1 on the server: a request's "expand" overrides it
+        engine = Engine(settings_for(seeds_index, retrieve={"expand": True}), tmp_path / "docs")
         try:
             app = api_module.build_api(engine, api_key=None, configured=LLMChoice(url=llm.url),
                                        local={})  # fmt: skip
             client = TestClient(app)
             q = [{"role": "user", "content": "How much money did Tokyo promise Washington?"}]
-            r = client.post(
-                "/v1/chat/completions",
-                json={"model": "rag:extractive", "messages": q, "expand": True},
-            )
+
+            def chat(**body: object) -> Any:
+                return client.post("/v1/chat/completions", json={"messages": q, **body})
+
+            r = chat(model="rag:extractive", expand=True)
             assert r.status_code == 400, r.text
             assert "searched for): use one of rag," in r.json()["error"]["message"]
             assert not llm.requests
+            # the quoting model writes no guess: RAG_EXPAND leaves it alone, without a 400
+            r = chat(model="rag:extractive")
+            assert r.status_code == 200 and "hypothesis" not in r.json() and not llm.requests
 
-            r = client.post("/v1/chat/completions", json={"model": "rag", "messages": q})
+            r = chat(model="rag", expand=False)
             assert r.status_code == 200 and "hypothesis" not in r.json()
-            assert not any(asks_guess in m["content"] for b in llm.requests for m in b["messages"])
+            assert r.json()["rag_mode"] == "llm" and guesses(llm) == 0
 
-            r = client.post(
-                "/v1/chat/completions", json={"model": "rag", "messages": q, "expand": True}
-            )
+            r = chat(model="rag")  # the server's RAG_EXPAND
             assert r.status_code == 200, r.text
-            assert r.json()["hypothesis"] == guess
-            assert any(asks_guess in m["content"] for b in llm.requests for m in b["messages"])
-            assert "550 billion" in r.json()["choices"][0]["message"]["content"]
+            assert r.json()["hypothesis"] == guess and guesses(llm) == 1
+            assert r.json()["rag_mode"] == "llm"  # the model's answer, not the quote
+
+            r = chat(model="rag", expand=True, stream=True)
+            assert r.status_code == 200
+            events = [json.loads(line[6:]) for line in r.text.splitlines()
+                      if line.startswith("data: {")]  # fmt: skip
+            assert events[-1]["hypothesis"] == guess and events[-1]["citations"]
         finally:
             engine.close()
 

@@ -120,6 +120,12 @@ def test_expand_on_asks_the_answerers_llm_and_the_answer_shows_it(tmp_path: Path
         assert again.hypothesis == HYPOTHESIS and len(written) == 1  # the first one, reused
         # without an LLM: the question alone, said once in the log
         assert rag.hypothesis(QUESTION) == ""
+        # a model that fails to write the guess: the answer says it searched the question alone
+        failing = Scripted(LLMError("the LLM at x did not answer"))
+        alone = rag.ask("Who runs the bikes?", llm=failing, mode="keyword")
+        assert alone.hypothesis is None
+        assert "the model wrote no guess to search for" in " ".join(alone.warnings)
+        assert "wrote no guess" not in " ".join(answer.warnings)
 
 
 def test_cli_expand_without_an_llm_says_how_to_choose_one(tmp_path: Path) -> None:
@@ -216,6 +222,11 @@ class Served(Scripted):
 
 def test_the_memo_keeps_one_guess_per_model_of_an_endpoint(small_rag: Rag) -> None:
     from rag.answer import make_answerer
+    from rag.answer.llm import LLM
+
+    # what the memo keys on: the model as named, without asking the endpoint
+    assert LLM("http://127.0.0.1:9/v1", "m").named == "m"
+    assert LLM("http://127.0.0.1:9/v1").named is None
 
     a, b = Served("guess of a", "a"), Served("guess of b", "b")
     answer = small_rag.settings.answer

@@ -121,8 +121,15 @@ def test_damaged_catalog_is_one_line_and_repaired(seeded: tuple[Path, Path]) -> 
     code, health = _doctor(index)
     assert code == 0 and [a["bytes"] for a in health["set_aside"]] == [2200]
     r = run_rag("doctor", index=index)
-    assert r.code == 0 and "set aside by earlier repairs: catalog.sqlite.damaged-" in r.out
+    assert r.code == 0 and "set aside by repairs: catalog.sqlite.damaged-" in r.out
     assert "(2.2 KB)" in r.out and f"rm -r {index}/*.damaged-*" in r.out
+    vectors = index / "chroma.damaged-20260101-000000" / "segment"  # a folder: all its files
+    vectors.mkdir(parents=True)
+    (vectors / "data.bin").write_bytes(bytes(1_000_000))
+    (vectors.parent / "header.bin").write_bytes(bytes(500_000))
+    code, health = _doctor(index)
+    assert sorted(a["bytes"] for a in health["set_aside"]) == [2200, 1_500_000]
+    assert "chroma.damaged-20260101-000000 (1.5 MB)" in run_rag("doctor", index=index).out
 
 
 def _zero_after_header(path: Path) -> None:

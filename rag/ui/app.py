@@ -266,7 +266,7 @@ def build_app(engine: Engine) -> gr.Blocks:
             try:
                 for piece in engine.ask_stream(q, k=int(k_), mode=mode_, llm=llm, history=hist,
                                                sources=list(only) or None,
-                                               expand=bool(expand_) and llm != LLMChoice(),
+                                               expand=bool(expand_) and llm.writes,
                                                ):  # fmt: skip
                     if isinstance(piece, Answer):
                         answer = piece

@@ -44,6 +44,12 @@ class LLMChoice:
     model: str | None = None
     gguf: str | None = None  # a local model file, when the server was started with one
 
+    @property
+    def writes(self) -> bool:
+        """A model writes the answer (and can write a guess to search for): an endpoint
+        or a local model file; a model name alone answers by quoting, as `_answerer` does."""
+        return bool(self.url or self.gguf)
+
 
 @dataclass(frozen=True)
 class Saved:
@@ -153,7 +159,7 @@ class Engine:
         if not question.strip():
             raise UsageError("the question is empty: type a question")
         if expand is None:  # RAG_EXPAND=1: only where a model answers (it writes the guess)
-            expand = self.settings.retrieve.expand and llm != LLMChoice()
+            expand = self.settings.retrieve.expand and llm.writes
         out: queue.Queue[Any] = queue.Queue()
 
         def work() -> None:
