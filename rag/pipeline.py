@@ -643,7 +643,7 @@ class Rag:
                     piece.standalone_question = standalone if standalone != question else None
                     piece.searched = list(sources) if sources else None
                     piece.hypothesis = hypothesis or None
-                    if hypothesis == "":  # expanding, and the model wrote no guess
+                    if hypothesis == "" and answerer.llm is not None:  # it wrote no guess
                         piece.warnings = [*piece.warnings, "the model wrote no guess to search "
                                           "for: searched for the question alone"]  # fmt: skip
                     if self._health is not None:  # found on open: said with every answer
