@@ -104,9 +104,14 @@ def main() -> None:
     print("| set | first stage | " + " | ".join(METRICS) + " |")
     print("|---|---|" + "---:|" * len(METRICS))
     for row in rows:
-        cells = [f"{v:.3f}" if isinstance(v, float) and v <= 1 else
-                 (f"{v:.0f}" if isinstance(v, float) else str(v)) for v in row]  # fmt: skip
-        print("| " + " | ".join(cells) + " |")
+        print("| " + " | ".join(_cell(v) for v in row) + " |")
+
+
+def _cell(v: object) -> str:
+    """A rate to 3 places, a latency in whole ms, n/a as a dash."""
+    if isinstance(v, float):
+        return f"{v:.3f}" if v <= 1 else f"{v:.0f}"
+    return "–" if v is None else str(v)
 
 
 if __name__ == "__main__":

@@ -407,8 +407,8 @@ def _extras(a: Answer) -> dict[str, Any]:
         cits.append({"n": c.n, "source": ch.source, "chunk_id": ch.id, "page": ch.page,
                      "start_char": ch.start_char, "end_char": ch.end_char, "quote": c.quote,
                      "supported": c.supported})  # fmt: skip
-    out: dict[str, Any] = {"citations": cits, "refused": a.refused, "warnings": list(a.warnings),
-           "rag_mode": a.mode}  # fmt: skip
+    out: dict[str, Any] = {"citations": cits, "refused": a.refused,
+                           "warnings": list(a.warnings), "rag_mode": a.mode}  # fmt: skip
     if a.hypothesis:
         out["hypothesis"] = a.hypothesis  # the model's guess that was searched for too
     return out

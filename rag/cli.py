@@ -685,12 +685,11 @@ def _size(n: int) -> str:
     """Bytes as a person reads them: "812 B", "4.1 MB"."""
     if n < 1000:
         return f"{n} B"
-    size = float(n)
-    for unit in ("KB", "MB", "GB", "TB"):
-        size /= 1000
-        if round(size, 1) < 1000 or unit == "TB":
-            return f"{size:.1f} {unit}"
-    raise AssertionError("unreachable")
+    units = ("KB", "MB", "GB", "TB")
+    size, i = n / 1000, 0
+    while round(size, 1) >= 1000 and i < len(units) - 1:
+        size, i = size / 1000, i + 1
+    return f"{size:.1f} {units[i]}"
 
 
 @cli.group()
