@@ -240,6 +240,15 @@ def test_every_admitted_request_is_released(
         engine.close()
 
 
+def test_only_an_endpoint_or_a_model_file_writes_the_answer() -> None:
+    """What decides whether `expand` can be had: a model name alone answers by quoting."""
+    from rag.ui.engine import LLMChoice
+
+    assert LLMChoice(url="http://127.0.0.1:9/v1").writes
+    assert LLMChoice(gguf="model.gguf").writes
+    assert not LLMChoice(model="llama3.2").writes and not LLMChoice().writes
+
+
 def test_expand_searches_for_the_models_guess_and_needs_a_model_that_writes(
     seeds_index: Path, tmp_path: Path
 ) -> None:
