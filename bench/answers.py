@@ -2,9 +2,12 @@
 
     python bench/answers.py --index .cache/index-pyfull    # an index of the whole tree:
     # rag --index .cache/index-pyfull ingest /usr/share/doc/python3.11/html
+    RAG_LLM=local RAG_EXPAND=1 python bench/answers.py --index .cache/index-pyfull
+    # the same with the bundled 1.5B writing the answers and a guess searched for too
 
 Every question is answered by the real pipeline (`rag.evaluate.run_eval`: hybrid, k=5, the
-answerer the settings choose — extractive by default) over an existing index, and scored
+answerer the settings choose — extractive by default; RAG_LLM, RAG_EXPAND and the other
+environment settings of `rag` apply) over an existing index, and scored
 by `rag eval`'s metrics, with one change: a passage or citation counts as evidence only
 when it comes from the question's expected page (`sources`; its reST source in `_sources/`
 too, and a judged passage from its own page), as in bench.py's retrieval tables. `rag eval`
@@ -237,6 +240,12 @@ def coverage(rag: Rag, path: Path, tree: Path) -> tuple[int, int, int]:
     return len(pages & indexed) + len(rest), len(rest), len(pages)
 
 
+def _answerer(settings: Settings) -> str:
+    a = settings.answer
+    who = a.llm_url or (a.llm_gguf and Path(a.llm_gguf).name) or "extractive"
+    return who + (", expanded search" if settings.retrieve.expand else "")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--index", type=Path, required=True, help="an index of the whole --corpus")
@@ -256,13 +265,13 @@ def main() -> None:
         also = f" (and {e.also} more files)" if e.also else ""
         print(f"  {e.id}: answered by {e.source}{also}: “…{e.quote}…”")
 
-    rag = Rag(Settings().with_(store={"index_dir": args.index}))
+    rag = Rag(Settings.from_env().with_(store={"index_dir": args.index}))
     st = rag.status()
     roots = [Path(r).resolve() for r in st["roots"]]
     if args.corpus.resolve() not in roots:
         print(f"warning: the index's roots are {', '.join(map(str, roots))}, not {args.corpus}")
     print(f"Index {args.index}: {st['documents']} documents, {st['chunks']} chunks; "
-          f"answers: {rag.settings.answer.llm_url or 'extractive'}")  # fmt: skip
+          f"answers: {_answerer(rag.settings)}")  # fmt: skip
 
     rows, everything = [], {}
     for path in SETS:
