@@ -41,7 +41,7 @@ from .errors import (
     UsageError,
 )
 from .types import Answer
-from .ui.engine import Engine, LLMChoice
+from .ui.engine import Engine, LLMChoice, safe_name
 
 # requests admitted at once (answered by the app's thread pools, the rest waiting their
 # turn); past that, 503 with Retry-After rather than an unbounded queue
@@ -142,6 +142,10 @@ def build_api(engine: Engine, *, api_key: str | None, configured: LLMChoice,
 
     @app.exception_handler(RagError)
     async def _rag_error(request: Request, e: RagError) -> JSONResponse:
+        return error_response(_error_of(e))
+
+    @app.exception_handler(Exception)  # a bug: still OpenAI-style JSON, not a bare page
+    async def _unexpected(request: Request, e: Exception) -> JSONResponse:
         return error_response(_error_of(e))
 
     from fastapi.exceptions import RequestValidationError
@@ -253,6 +257,8 @@ def build_api(engine: Engine, *, api_key: str | None, configured: LLMChoice,
                    if m.role in ("user", "assistant")]  # fmt: skip
         mode = req.mode or engine.settings.retrieve.mode
         k = req.k or engine.settings.retrieve.k
+        # before any LLM call (condense, expand); the catalog is read off the event loop
+        await run_in_threadpool(_check_search, engine, mode, req.sources)
         if req.expand and not llm.writes:
             writers = [name for name, m in models.items() if m.writes]
             fix = (f"use one of {', '.join(writers)}, or leave expand out" if writers
@@ -311,6 +317,7 @@ def build_api(engine: Engine, *, api_key: str | None, configured: LLMChoice,
 
     @v1.post("/search")
     def search(req: SearchRequest) -> dict[str, Any]:
+        _check_search(engine, req.mode, req.sources)
         release = slot()
         try:
             hits = engine.run("ask", lambda rag: rag.search(
@@ -333,7 +340,7 @@ def build_api(engine: Engine, *, api_key: str | None, configured: LLMChoice,
         with tempfile.TemporaryDirectory(prefix="rag-upload-") as tmp:
             paths = []
             for f in files:
-                name = Path(f.filename or "upload").name
+                name = safe_name(f.filename or "upload")  # never "..", "" or a path
                 target = Path(tmp) / name
                 size = 0
                 with target.open("wb") as out:
@@ -370,6 +377,27 @@ def build_api(engine: Engine, *, api_key: str | None, configured: LLMChoice,
 
     app.include_router(v1)
     return app
+
+
+def _check_search(engine: Engine, mode: str | None, sources: list[str] | None) -> None:
+    """A 400 that says what to send, for a mode or `sources` no search could use: an
+    unknown source would otherwise search nothing and answer "The documents do not say."."""
+    from .config import MODES
+
+    if mode is not None and mode not in MODES:
+        raise ApiError(400, f"mode {mode!r} is not one of {', '.join(MODES)}: use one, or leave "
+                       "mode out")  # fmt: skip
+    if sources is None:
+        return
+    if not sources:
+        raise ApiError(400, "sources is empty: leave it out to search every document, or list "
+                       "documents as GET /v1/documents gives them")  # fmt: skip
+    indexed = {s for s, row in engine.files().items() if row.status == "indexed"}
+    unknown = [s for s in sources if s not in indexed]
+    if unknown:
+        more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+        raise ApiError(400, f"no indexed document {unknown[0]!r}{more}: sources are exact "
+                       "paths, as GET /v1/documents lists them", "unknown_source")  # fmt: skip
 
 
 def _models(configured: LLMChoice, local: dict[str, Path]) -> dict[str, LLMChoice]:

@@ -6,7 +6,6 @@ import contextlib
 import faulthandler
 import json
 import logging
-import shlex
 import signal
 import sqlite3
 import sys
@@ -20,7 +19,7 @@ from typing import Any
 import click
 
 from .config import LLM_NAMES, MODES, Settings, llm_choice
-from .errors import Interrupted, RagError, UsageError
+from .errors import Interrupted, RagError, UsageError, shell
 
 log = logging.getLogger("rag")
 
@@ -223,6 +222,8 @@ def _batch_questions(path: Path) -> list[dict[str, Any]]:
     for n, row in jsonl_values(path, text):
         if not isinstance(row, dict) or not isinstance(row.get("question"), str):
             raise UsageError(f'{path}:{n}: each line needs {{"id": ..., "question": "..."}}')
+        if not row["question"].strip():  # checked before the first answer, not midway
+            raise UsageError(f"{path}:{n}: the question is empty: write one, or delete the line")
         rows.append(row)
     return rows
 
@@ -601,8 +602,8 @@ def status(c: Context, as_json: bool) -> None:
 
 def _needs_repair(healthy: bool, index_dir: Any) -> None:
     if not healthy:
-        index = shlex.quote(str(index_dir))
-        raise RagError(f"the index needs repair: run `rag --index {index} doctor --repair`")
+        raise RagError(f"the index needs repair: run `rag --index {shell(index_dir)} doctor "
+                       "--repair`")  # fmt: skip
 
 
 @cli.command()
@@ -662,7 +663,7 @@ def doctor(c: Context, repair: bool, as_json: bool) -> None:
             # repairs move damage aside for inspection and never delete it: say what it costs
             names = ", ".join(f"{p.name} ({_size(n)})" for p, n in aside)
             click.echo(f"  set aside by repairs: {names}; when you no longer need them: "
-                       f"rm -r {shlex.quote(str(index_dir))}/*.damaged-*")  # fmt: skip
+                       f"rm -r {shell(index_dir)}/*.damaged-*")  # fmt: skip
     _needs_repair(health.ok, index_dir)
 
 
@@ -731,7 +732,7 @@ def feedback_export(c: Context, out: Path | None) -> None:
 
     path, n = export_feedback(c.settings.store.index_dir, out)
     click.echo(f"Wrote {_n(n, 'question')} to {_short(str(path))}; run them with "
-               f"`rag eval {_short(str(path))}`.")  # fmt: skip
+               f"`rag eval {shell(_short(str(path)))}`.")  # fmt: skip
 
 
 # --- serve -----------------------------------------------------------------------------

@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 
+def shell(*words: object) -> str:
+    """Words as a shell reads them, for the commands a message names: a path with a space
+    (or a quote) in it stays one argument when the command is copied."""
+    import shlex
+
+    return " ".join(shlex.quote(str(w)) for w in words)
+
+
 class RagError(Exception):
     """Base class: the CLI prints `error: <message>` and exits 1, without a traceback."""
 

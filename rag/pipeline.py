@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from .config import AnswerSettings, Mode, Settings, apply_offline_env
-from .errors import IndexMissing, Interrupted, UsageError
+from .errors import IndexMissing, Interrupted, UsageError, shell
 from .types import Answer, Chunk, Document, Draft, Hit, IngestReport, Skipped
 
 log = logging.getLogger(__name__)
@@ -237,8 +237,8 @@ class Rag:
                 done = len(report.added) + len(report.updated)
                 raise Interrupted(
                     f"interrupted: what was written before the stop is kept ({report.chunks_added}"
-                    f" chunks); run `rag --index {self.settings.store.index_dir} ingest "
-                    f"{' '.join(str(r) for r in roots)}` to index the rest (done files are not "
+                    f" chunks); run `rag --index {shell(self.settings.store.index_dir)} ingest "
+                    f"{shell(*roots)}` to index the rest (done files are not "
                     f"embedded again; {done} were read)"
                 ) from None
         report.removed = [*vanished, *report.removed]
@@ -511,10 +511,13 @@ class Rag:
                        "or --llm-url)")  # fmt: skip
                 log.warning("%s: searching for the question alone", why)
             return ""
-        # one endpoint may serve several models (the UI's endpoint + model name)
-        key = (f"{getattr(llm, 'url', id(llm))} {getattr(llm, 'named', None)}", question)
+
+        def key() -> tuple[str, str]:
+            # one endpoint may serve several models (the UI's endpoint + model name)
+            return (f"{getattr(llm, 'url', id(llm))} {getattr(llm, 'named', None)}", question)
+
         with self._memo_lock:
-            known = self._hypotheses.get(key)
+            known = self._hypotheses.get(key())
         if known is not None:  # `rag eval` asks, then searches, the same question
             return known
         text = hypothesis(llm, question)  # not under a lock: it takes seconds
@@ -522,7 +525,9 @@ class Rag:
             with self._memo_lock:
                 if len(self._hypotheses) >= 64:
                     self._hypotheses.pop(next(iter(self._hypotheses)), None)
-                self._hypotheses[key] = text
+                # kept under the key as it is now: a model unnamed in the settings is named
+                # by the endpoint on the first call, and the next lookup uses that name
+                self._hypotheses[key()] = text
         return text
 
     def _reopen_if_replaced(self) -> None:
@@ -706,7 +711,7 @@ class Rag:
         if not self.index_exists():
             raise IndexMissing(
                 f"no index in {self.settings.store.index_dir}/: build one with "
-                f"`rag --index {self.settings.store.index_dir} ingest PATH`"
+                f"`rag --index {shell(self.settings.store.index_dir)} ingest PATH`"
             )
         from .store import read_manifest
 

@@ -39,6 +39,7 @@ from .errors import (
     IndexMissing,
     ManifestDamaged,
     StoreError,
+    shell,
 )
 from .text import display_title
 from .types import Chunk, Document
@@ -105,7 +106,7 @@ class Health:
 
     def problems(self, index_dir: Path | str) -> list[str]:
         """One line per problem, each naming the command that repairs it."""
-        fix = f"`rag --index {index_dir} doctor --repair`"
+        fix = f"`rag --index {shell(index_dir)} doctor --repair`"
         out = []
         if self.catalog_lost:
             out.append(
@@ -405,12 +406,13 @@ class Index:
         if manifest is None and _has_parts(Path(settings.index_dir)):
             raise ManifestDamaged(
                 f"{Path(settings.index_dir) / MANIFEST} is missing: restore it with "
-                f"`rag --index {settings.index_dir} doctor --repair` (nothing is embedded again)"
+                f"`rag --index {shell(settings.index_dir)} doctor --repair` (nothing is embedded "
+                "again)"
             )
         if manifest is None:
             raise IndexMissing(
-                f"no index in {settings.index_dir}/: build one with `rag --index "
-                f"{settings.index_dir} ingest PATH`"
+                f"no index in {settings.index_dir}/: build one with "
+                f"`rag --index {shell(settings.index_dir)} ingest PATH`"
             )
         built = manifest.get("embedding", {})
         problems = []
@@ -419,7 +421,7 @@ class Index:
             # "openai:NAME@URL": embedded by an endpoint, which the run must name again
             if remote := re.fullmatch(r"openai:(.+?)@(https?://\S+)", str(built.get("model"))):
                 model = f" --embed-model {remote[1]}" if remote[1] != EmbedSettings().model else ""
-                same = (f"run it as `rag --index {settings.index_dir} --embed-url "
+                same = (f"run it as `rag --index {shell(settings.index_dir)} --embed-url "
                         f"{remote[2]}{model} COMMAND …`")  # fmt: skip
             problems.append(
                 f"embedding model {built.get('model')} ({built.get('dim')}d), "
@@ -442,10 +444,11 @@ class Index:
         copy = index._check_against_copy()  # a hand edit, not another build: restore it
         if problems:
             index.close()
-            roots = " ".join(manifest.get("roots", [])) or "PATH"
+            roots = shell(*manifest.get("roots", [])) or "PATH"
             raise IndexMismatch(
                 f"{settings.index_dir}/ was built with {'; '.join(problems)}: rebuild it with "
-                f"`rag --index {settings.index_dir} ingest --rebuild{flags} {roots}` or {same}"
+                f"`rag --index {shell(settings.index_dir)} ingest --rebuild{flags} {roots}` or "
+                f"{same}"
             )
         if copy is None and not index.read_only:
             # an index from before the copy was kept gets one now, before it is ever needed
@@ -493,8 +496,9 @@ class Index:
             raise ManifestDamaged(
                 f"{directory / MANIFEST} is lost, the catalog keeps no copy of it (an index "
                 "from before copies were kept) and no vectors are here: if they are on a "
-                f"Chroma server, run `rag --index {directory} --chroma-url URL doctor "
-                f"--repair`; else rebuild with `rag --index {directory} ingest --rebuild PATH`"
+                f"Chroma server, run `rag --index {shell(directory)} --chroma-url URL doctor "
+                f"--repair`; else rebuild with `rag --index {shell(directory)} ingest --rebuild "
+                "PATH`"
             )
         index = cls(settings, copy or _new_manifest(settings, embedder_name, dim, chunk))
         try:
@@ -511,8 +515,8 @@ class Index:
                     raise IndexMismatch(
                         f"{directory}/ holds vectors of {len(got[0])} dimensions, this run's "
                         f"embedder {embedder_name} makes {dim}: run it with the embedder it "
-                        f"was built with, or rebuild it with `rag --index {directory} ingest "
-                        "--rebuild PATH`"
+                        "was built with, or rebuild it with "
+                        f"`rag --index {shell(directory)} ingest --rebuild PATH`"
                     )
                 index.manifest["roots"] = index._roots_from_catalog()
             index.write_manifest()
@@ -534,8 +538,8 @@ class Index:
                 raise ManifestDamaged(
                     f'{self.dir / MANIFEST} has "{key}": '
                     f"{json.dumps(self.manifest.get(key))[:60]}, the catalog was built with "
-                    f"{json.dumps(copy.get(key))[:60]}: restore it with `rag --index {self.dir} "
-                    "doctor --repair` (nothing is embedded again)"
+                    f"{json.dumps(copy.get(key))[:60]}: restore it with "
+                    f"`rag --index {shell(self.dir)} doctor --repair` (nothing is embedded again)"
                 )
         return copy
 
@@ -619,7 +623,7 @@ class Index:
         """The error for an unreadable catalog, naming the repair."""
         return IndexDamaged(
             f"the catalog {self.dir / CATALOG} is damaged ({e}): rebuild it from the vectors "
-            f"with `rag --index {self.dir} doctor --repair`"
+            f"with `rag --index {shell(self.dir)} doctor --repair`"
         )
 
     def write_manifest(self) -> None:
@@ -891,7 +895,7 @@ class Index:
                 raise known from e
             raise StoreError(
                 f"cannot read the vectors in {self._chroma_path()} ({type(e).__name__}: {e}); "
-                f"repair the index with `rag --index {self.dir} doctor --repair`"
+                f"repair the index with `rag --index {shell(self.dir)} doctor --repair`"
             ) from e
 
     # --- integrity ---------------------------------------------------------------------
@@ -1407,7 +1411,7 @@ def _checked_manifest(data: Any, index_dir: Path) -> dict[str, Any]:
     bad = _bad_field(data)
     if bad is not None:
         raise ManifestDamaged(
-            f"{Path(index_dir) / MANIFEST} {bad}: restore it with `rag --index {index_dir} "
+            f"{Path(index_dir) / MANIFEST} {bad}: restore it with `rag --index {shell(index_dir)} "
             "doctor --repair` (nothing is embedded again)"
         )
     return data
@@ -1444,7 +1448,7 @@ def read_manifest(index_dir: Path) -> dict[str, Any] | None:
     if path.is_dir():
         raise ManifestDamaged(
             f"{path} is a folder, not the index's manifest: move it out of the way, then "
-            f"run `rag --index {index_dir} doctor --repair` (nothing is embedded again)"
+            f"run `rag --index {shell(index_dir)} doctor --repair` (nothing is embedded again)"
         )
     if not path.is_file():
         return None
@@ -1452,7 +1456,7 @@ def read_manifest(index_dir: Path) -> dict[str, Any] | None:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as e:  # ValueError: bad JSON, bad UTF-8
         raise ManifestDamaged(
-            f"{path} is unreadable ({type(e).__name__}): restore it with `rag --index "
-            f"{index_dir} doctor --repair` (nothing is embedded again)"
+            f"{path} is unreadable ({type(e).__name__}): restore it with "
+            f"`rag --index {shell(index_dir)} doctor --repair` (nothing is embedded again)"
         ) from e
     return _checked_manifest(data, Path(index_dir))

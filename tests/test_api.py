@@ -422,3 +422,57 @@ def test_an_unusable_index_is_409_with_its_fix_and_healthz_says_so(
         assert "manifest.json" in r.json()["error"]["message"]
     finally:
         engine.close()
+
+
+def test_sources_and_mode_are_checked_before_anything_runs(api: tuple[str, Path]) -> None:
+    """An unknown source used to search nothing and answer "The documents do not say.",
+    and a bad mode failed only after the LLM calls (mid-stream, as an SSE error)."""
+    base, _ = api
+    listed = _curl(f"{base}/documents")["data"]
+    essay = next(d["source"] for d in listed if d["status"] == "indexed")
+    ask = {"model": "rag", "messages": [{"role": "user", "content": QUESTION}]}
+    for path in ("/search", "/chat/completions"):
+        body = {"query": QUESTION} if path == "/search" else dict(ask)
+        code, out = _post(base, path, {**body, "sources": ["/no/such/file.txt"]})
+        assert code == 400 and out["error"]["type"] == "unknown_source"
+        assert "/no/such/file.txt" in out["error"]["message"]
+        assert "GET /v1/documents" in out["error"]["message"]
+        code, out = _post(base, path, {**body, "sources": []})
+        assert code == 400 and "leave it out" in out["error"]["message"]
+        code, out = _post(base, path, {**body, "mode": "semantic", "stream": True})
+        assert code == 400 and "'semantic' is not one of dense, keyword, hybrid" in str(out)
+        code, out = _post(base, path, {**body, "sources": [essay]})
+        assert code == 200, out
+    code, out = _post(base, "/search", {"query": QUESTION, "sources": [essay]})
+    assert out["hits"] and {h["source"] for h in out["hits"]} == {essay}
+
+
+def test_an_unexpected_error_is_openai_shaped_json_and_odd_upload_names_are_safe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from rag import api as api_module
+    from rag.ui.engine import Engine, LLMChoice
+
+    from .conftest import settings_for
+
+    engine = Engine(settings_for(tmp_path / "idx"), tmp_path / "docs")
+    try:
+        app = api_module.build_api(engine, api_key=None, configured=LLMChoice(), local={})
+        client = TestClient(app, raise_server_exceptions=False)
+        for name in ("..", ".", "../../x.txt"):
+            r = client.post("/v1/documents", files={"files": (name, b"plain words here")})
+            assert r.status_code == 200, r.text  # was IsADirectoryError: a bare 500 page
+        assert not (tmp_path / "x.txt").exists() and not (tmp_path.parent / "x.txt").exists()
+
+        def broken() -> dict[str, object]:
+            raise RuntimeError("the catalog fell over")
+
+        monkeypatch.setattr(engine, "status", broken)
+        r = client.get("/v1/status")
+        assert r.status_code == 500
+        err = r.json()["error"]
+        assert err["type"] == "internal_error" and "the catalog fell over" in err["message"]
+    finally:
+        engine.close()

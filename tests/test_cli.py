@@ -97,6 +97,12 @@ def test_batch_keeps_order_and_ids(seeds_index: Path, tmp_path: Path) -> None:
     bad.write_text('{"id": 1, "question": "ok?"}\n{not json}\n')
     r = run_rag("ask", "--batch", str(bad), index=seeds_index)
     assert r.code == 2 and r.out == "" and "bad.jsonl:2" in r.err
+    # a blank question is found before the first answer, with its line (it stopped the run
+    # midway, after printing the answers before it, with no line number)
+    bad.write_text('{"id": 1, "question": "ok?"}\n{"id": 2, "question": "  "}\n')
+    for command in ("ask", "search"):
+        r = run_rag(command, "--batch", str(bad), index=seeds_index)
+        assert r.code == 2 and r.out == "" and "bad.jsonl:2: the question is empty" in r.err
 
 
 @pytest.mark.parametrize(
@@ -125,6 +131,29 @@ def test_unwritable_index_folder_is_a_clear_error(tmp_path: Path, corpus: Path) 
     r = run_rag("ingest", str(corpus), index=blocker / "idx")
     assert r.code == 1 and r.err.startswith("error: cannot create the index folder")
     assert "--index DIR" in r.err and "Traceback" not in r.err
+
+
+def test_the_commands_errors_name_work_pasted_into_a_shell_with_spaces_in_paths(
+    tmp_path: Path, corpus: Path
+) -> None:
+    import shlex
+    import shutil
+
+    index, docs = tmp_path / "my index", tmp_path / "my docs"
+    shutil.copytree(corpus, docs)
+    assert run_rag("ingest", str(docs), index=index).code == 0
+    r = run_rag("ingest", str(docs), "--chunk-size", "128", index=index)
+    command = r.err.split("`")[1]  # the rebuild it names, quoted for a shell
+    assert shlex.split(command)[:3] == ["rag", "--index", str(index)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
+    line = f"{shlex.quote(sys.executable)} -m {command}"
+    pasted = subprocess.run(["bash", "-c", line], capture_output=True, text=True, env=env,
+                            cwd=ROOT, timeout=300)  # fmt: skip
+    assert pasted.returncode == 0, pasted.stderr
+    assert run_rag("status", "--json", index=index).out.count('"size": 128') == 1
+    missing = run_rag("ask", "anything?", index=tmp_path / "no index here")
+    named = missing.err.split("`")[1]
+    assert shlex.split(named)[:4] == ["rag", "--index", str(tmp_path / "no index here"), "ingest"]
 
 
 def test_missing_index_says_how_to_build_it(tmp_path: Path) -> None:

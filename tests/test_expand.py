@@ -236,6 +236,33 @@ def test_the_memo_keeps_one_guess_per_model_of_an_endpoint(small_rag: Rag) -> No
     assert len(a.asked) == 1 and len(b.asked) == 1  # each written once, then remembered
 
 
+class Unnamed(Scripted):
+    """An endpoint whose model is not named in the settings: like LLM, it learns the name
+    from the endpoint on its first call."""
+
+    def __init__(self, reply: str) -> None:
+        super().__init__(reply)
+        self.url, self.named = "http://127.0.0.1:9/v1", None
+
+    def complete(self, messages: list[dict[str, str]], max_tokens: int = 256) -> str:
+        self.named = "qwen"
+        return super().complete(messages, max_tokens)
+
+
+def test_the_first_guess_is_remembered_when_the_model_is_named_by_its_first_call(
+    small_rag: Rag,
+) -> None:
+    """`rag --expand eval --llm local` wrote question 1's guess twice (a second sampled
+    guess, scored against the answer's search) when the memo key was taken before the call."""
+    from rag.answer import make_answerer
+
+    llm = Unnamed("the one guess")
+    answerer = make_answerer(small_rag.settings.answer, small_rag.embedder.embed, llm=llm)
+    assert small_rag.hypothesis("First question?", answerer) == "the one guess"
+    assert small_rag.hypothesis("First question?", answerer) == "the one guess"
+    assert len(llm.asked) == 1
+
+
 def test_a_failed_guess_is_tried_again(small_rag: Rag) -> None:
     from rag.answer import make_answerer
 
