@@ -344,7 +344,10 @@ def test_a_chroma_call_that_never_returns_is_given_up_and_its_copy_dropped(
         wedged.query = wedged.get = lambda *a, **kw: never.wait()  # as the wedged copy did
         started = time.monotonic()
         hits = rag.search(QUESTION, k=3)
-        assert time.monotonic() - started < 8
+        # the wedged call would never return: returning at all is the point, and the log
+        # says it gave up at 2 s; the rest is a keyword search and a rerank, which took 10 s
+        # on 2 cores under a full test suite plus an ingest (an 8 s bound failed CI there)
+        assert time.monotonic() - started < 60
         assert any("550 billion" in h.chunk.text for h in hits)
         assert "answering by keyword only" in caplog.text
         assert "did not answer within 2 s" in caplog.text
