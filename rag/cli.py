@@ -117,6 +117,8 @@ def cli(
 @click.option("--chunk-overlap", type=click.IntRange(0, 256), help="Overlap tokens [32].")
 @click.option("--max-file-mb", type=click.FloatRange(0, None, min_open=True),
               help="Skip files larger than this [50].")  # fmt: skip
+@click.option("--source-copies", is_flag=True,
+              help="Index Sphinx `_sources/` copies of pages indexed as HTML too.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--verbose", "list_all", is_flag=True, help="List unchanged and unsupported files.")
 @pass_ctx
@@ -128,6 +130,7 @@ def ingest(
     chunk_size: int | None,
     chunk_overlap: int | None,
     max_file_mb: float | None,
+    source_copies: bool,
     as_json: bool,
     list_all: bool,
 ) -> None:
@@ -143,8 +146,13 @@ def ingest(
     if chunk_overlap is not None:
         chunk["overlap"] = chunk_overlap
     groups: dict[str, dict[str, Any]] = {"chunk": chunk} if chunk else {}
+    load: dict[str, Any] = {}
     if max_file_mb:
-        groups["load"] = {"max_file_mb": max_file_mb}
+        load["max_file_mb"] = max_file_mb
+    if source_copies:
+        load["source_copies"] = True
+    if load:
+        groups["load"] = load
     rag = c.rag(**groups)
     if rag.settings.chunk.overlap >= rag.settings.chunk.size // 2:
         raise UsageError("--chunk-overlap must be less than half of --chunk-size")
@@ -202,6 +210,14 @@ def _print_report(r: Any, list_all: bool) -> None:
                 f"Unsupported: {_n(len(r.unsupported), 'file')} of other types "
                 "(list them with `rag ingest --verbose`)."
             )
+    if r.copies:
+        if list_all:
+            for s in r.copies:
+                out(f"  source copy: {_short(s)}")
+        many = "copy" if len(r.copies) == 1 else "copies"
+        out(f"Left out {len(r.copies)} source {many} of pages indexed as HTML (Sphinx's "
+            "`_sources/`: the same text with its markup; index them too with `rag ingest "
+            "--source-copies`).")  # fmt: skip
     if r.excluded:
         out(f"Left out {_n(len(r.excluded), 'file')} deleted from the index earlier (ingest a "
             "file by name to bring it back).")  # fmt: skip

@@ -19,6 +19,9 @@ MODES: tuple[Mode, ...] = ("dense", "keyword", "hybrid")
 @dataclass(frozen=True)
 class LoadSettings:
     max_file_mb: float = 50.0  # bigger files are skipped and reported, never read whole
+    # Sphinx's `_sources/x.rst.txt` beside its rendered `x.html`: the same page in markup.
+    # Left out (and reported) unless this is set; see loaders.source_copies
+    source_copies: bool = False
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,8 @@ class Settings:
             s = s.with_(store={"chroma_timeout": timeout})
         if v := get("RAG_MAX_FILE_MB"):
             s = s.with_(load={"max_file_mb": float(v)})
+        if v := get("RAG_SOURCE_COPIES"):
+            s = s.with_(load={"source_copies": _flag("RAG_SOURCE_COPIES", v)})
         if v := get("RAG_CHUNK_SIZE"):
             s = s.with_(chunk={"size": int(v)})
         if v := get("RAG_CHUNK_OVERLAP"):

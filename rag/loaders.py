@@ -47,11 +47,47 @@ class Discovered(NamedTuple):
     files: list[Path]  # to load, sorted, each file once
     unsupported: list[str]  # files of other types
     outside: list[Skipped]  # links inside a folder to files outside it: not followed
+    copies: list[str]  # Sphinx `_sources/` copies of pages in `files`: left out
 
 
-def discover(paths: Iterable[Path]) -> Discovered:
-    """Files to load under `paths` (sorted, hidden entries skipped), the unsupported ones, and
-    links to files outside the folder given (a file given by name is always loaded)."""
+# the suffixes a Sphinx source copy's name can end with: the source's own (.rst, .md, .txt,
+# .ipynb) and `html_sourcelink_suffix` (".txt" by default): `_sources/library/x.rst.txt`
+_SOURCE_SUFFIXES = {".txt", ".rst", ".md", ".ipynb"}
+
+
+def rendered_page(path: Path) -> list[Path]:
+    """Where Sphinx put the page built from `path` if it is a copy of a page's source in
+    `_sources/`: `<out>/_sources/<doc>.rst.txt` is `<out>/<doc>.html` (the html builder) or
+    `<out>/<doc>/index.html` (dirhtml). Empty for any other file."""
+    parts = path.parts
+    if "_sources" not in parts[:-1]:
+        return []
+    at = len(parts) - 1 - parts[::-1].index("_sources")
+    out, rel = Path(*parts[:at]), Path(*parts[at + 1 :])
+    stem = rel.name
+    for _ in range(2):
+        root, ext = os.path.splitext(stem)
+        if ext.lower() in _SOURCE_SUFFIXES and root:
+            stem = root
+    if stem == rel.name:
+        return []
+    return [out / rel.parent / f"{stem}.html", out / rel.parent / stem / "index.html"]
+
+
+def source_copies(files: Iterable[Path]) -> set[Path]:
+    """The files that are Sphinx source copies of a rendered page also among `files`: the
+    same text in reST, whose markup (``x``, :func:`y`, directives) the reader would see
+    quoted. Only when the page itself is there: a lone `_sources/` folder is indexed."""
+    files = list(files)
+    present = {p.resolve() for p in files}
+    return {p for p in files if any(q.resolve() in present for q in rendered_page(p))}
+
+
+def discover(paths: Iterable[Path], keep_copies: bool = False) -> Discovered:
+    """Files to load under `paths` (sorted, hidden entries skipped), the unsupported ones,
+    links to files outside the folder given, and (unless `keep_copies`) the `_sources/`
+    copies of rendered pages found in a folder (a file given by name is always loaded)."""
+    named: set[Path] = set()
     files: list[Path] = []
     unsupported: list[str] = []
     outside: list[Skipped] = []
@@ -61,6 +97,7 @@ def discover(paths: Iterable[Path]) -> Discovered:
             raise not_there(given)
         if path.is_file():
             candidates: Iterable[Path] = [path]
+            named.add(path.resolve())
             if path.is_symlink() and _kind(path) in SUPPORTED:
                 log.warning(
                     "%s is a link: indexed as its target %s, which stays indexed when the "
@@ -109,7 +146,14 @@ def discover(paths: Iterable[Path]) -> Discovered:
         if key not in seen:
             seen.add(key)
             unique.append(p)
-    return Discovered(unique, [source_name(p) for p in unsupported], outside)
+    copies = set() if keep_copies else source_copies(unique)
+    copies = {p for p in copies if p.resolve() not in named}
+    return Discovered(
+        [p for p in unique if p not in copies],
+        [source_name(p) for p in unsupported],
+        outside,
+        sorted(source_name(p) for p in copies),
+    )
 
 
 def not_there(given: Path | str) -> UsageError:

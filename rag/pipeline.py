@@ -224,8 +224,10 @@ class Rag:
             return IngestReport(removed=vanished, chunks_total=stats["chunks"],
                                 documents_total=stats["documents"],
                                 seconds=time.perf_counter() - started)  # fmt: skip
-        files, unsupported, outside = discover(roots)
-        report = IngestReport(unsupported=unsupported, skipped=list(outside))
+        files, unsupported, outside, copies = discover(
+            roots, keep_copies=self.settings.load.source_copies
+        )
+        report = IngestReport(unsupported=unsupported, skipped=list(outside), copies=copies)
         from .store import write_lock
 
         what = "rag ingest " + " ".join(str(r) for r in roots)

@@ -179,6 +179,8 @@ class IngestReport:
     unsupported: list[str] = field(default_factory=list)
     skipped_before: list[str] = field(default_factory=list)  # of `skipped`: unchanged since
     excluded: list[str] = field(default_factory=list)  # deleted by the user, left out
+    # Sphinx `_sources/` copies of pages indexed as HTML, left out (LoadSettings.source_copies)
+    copies: list[str] = field(default_factory=list)
     chunks_added: int = 0  # embedded by this ingest
     chunks_reused: int = 0  # written with vectors the index already held for the same text
     chunks_repaired: int = 0  # re-embedded from the catalog: their vectors had gone missing

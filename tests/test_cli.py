@@ -388,3 +388,27 @@ def test_a_link_to_a_file_outside_the_folder_is_not_followed(tmp_path: Path) -> 
     assert [Path(s).name for s in json.loads(r.out)["unchanged"]] == ["secret.txt"]
     r = run_rag("ingest", str(docs / "loop.txt"), index=index)  # used to be a RuntimeError
     assert r.code == 2 and "is a link loop" in r.err and "unexpected" not in r.err, r.err
+
+
+def test_sphinx_source_copies_are_left_out_and_said_so(tmp_path: Path) -> None:
+    """A docs folder as Sphinx builds it: each page's reST source is in `_sources/` too. The
+    copies are left out by default (reported, with the flag that indexes them), and an index
+    that held them forgets them at the next ingest."""
+    pydocs = ROOT / "evals" / "corpora" / "pydocs"
+    docs = tmp_path / "html"
+    for rel in ("library/heapq.html", "_sources/library/heapq.rst.txt"):
+        (docs / rel).parent.mkdir(parents=True, exist_ok=True)
+        (docs / rel).write_bytes((pydocs / rel).read_bytes())
+    index = tmp_path / "idx"
+    r = run_rag("ingest", str(docs), "--source-copies", "--json", index=index)
+    assert r.code == 0, r.err
+    assert len(json.loads(r.out)["added"]) == 2
+
+    r = run_rag("ingest", str(docs), index=index)
+    assert r.code == 0, r.err
+    assert "removed: " in r.out and "heapq.rst.txt" in r.out
+    assert "Left out 1 source copy of pages indexed as HTML" in r.out
+    assert "rag ingest --source-copies" in r.out
+    r = run_rag("search", "heap queue algorithm priority queue", "--json", index=index)
+    sources = {h["source"] for h in json.loads(r.out)["hits"]}
+    assert sources and all(s.endswith("library/heapq.html") for s in sources), sources

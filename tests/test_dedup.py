@@ -94,13 +94,14 @@ def test_two_pages_quoting_one_sentence_stay_apart() -> None:
 
 @pytest.mark.slow
 def test_search_shows_the_html_page_once_with_its_source_as_also_in(tmp_path: Path) -> None:
-    """A folder as Python's docs ship it: the page and its `_sources/` copy both indexed."""
+    """A folder as Python's docs ship it, the page and its `_sources/` copy both indexed
+    (`--source-copies`: by default the copy is left out at ingest)."""
     docs = tmp_path / "docs"
     for rel in ("library/functools.html", "_sources/library/functools.rst.txt",
                 "library/heapq.html"):  # fmt: skip
         (docs / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(PYDOCS / rel, docs / rel)
-    rag = Rag(settings_for(tmp_path / "index"))
+    rag = Rag(settings_for(tmp_path / "index").with_(load={"source_copies": True}))
     rag.ingest([docs])
     for mode in ("hybrid", "dense", "keyword"):
         hits = rag.search("unbounded function cache memoize lru_cache maxsize None", k=5,

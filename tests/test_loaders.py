@@ -215,7 +215,7 @@ def test_discover_lists_unsupported_and_skips_hidden(tmp_path: Path) -> None:
     (tmp_path / "app.js").write_text("x")
     (tmp_path / ".git").mkdir()
     (tmp_path / ".git" / "c.txt").write_text("c")
-    files, unsupported, outside = discover([tmp_path])
+    files, unsupported, outside, _copies = discover([tmp_path])
     assert [f.name for f in files] == ["a.txt"] and not outside
     assert sorted(Path(u).name for u in unsupported) == ["app.js", "b.png"]
 
@@ -300,3 +300,57 @@ def test_binary_with_nuls_is_still_binary(tmp_path: Path) -> None:
     p.write_bytes(b"\x00\x01\x02\x03abc\x00\x00\xff" * 500)
     out = load_file(p)
     assert isinstance(out, Skipped) and "binary" in out.reason
+
+
+# --- Sphinx source copies ---------------------------------------------------------------
+
+
+def _sphinx_tree(root: Path) -> Path:
+    for rel in ("library/x.html", "_sources/library/x.rst.txt", "guide/index.html",
+                "_sources/guide/index.rst.txt", "_sources/orphan.rst.txt",
+                "_sources/notes.txt"):  # fmt: skip
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(f"<p>{rel}</p>")
+    (root / "notes.html").write_text("<p>notes</p>")
+    return root
+
+
+def test_rendered_page_of_a_sphinx_source_copy() -> None:
+    from rag.loaders import rendered_page
+
+    out = Path("/d/html")
+    assert rendered_page(out / "_sources/library/x.rst.txt") == [
+        out / "library/x.html", out / "library/x/index.html"]  # fmt: skip
+    assert rendered_page(out / "_sources/notes.txt")[0] == out / "notes.html"
+    assert rendered_page(out / "_sources/a.md.txt")[0] == out / "a.html"
+    # the innermost `_sources` names the output folder
+    assert rendered_page(Path("/_sources/b/_sources/c.rst.txt"))[0] == Path("/_sources/b/c.html")
+    for other in ("library/x.rst.txt", "_sources/image.png", "_sources"):
+        assert rendered_page(out / other) == [], other
+
+
+def test_discover_leaves_out_source_copies_of_pages_it_found(tmp_path: Path) -> None:
+    docs = _sphinx_tree(tmp_path / "html")
+    files, _unsupported, _outside, copies = discover([docs])
+    names = sorted(str(f.relative_to(docs)) for f in files)
+    # a copy whose page is not there is indexed: it is the only copy of its text
+    assert names == ["_sources/orphan.rst.txt", "guide/index.html", "library/x.html",
+                     "notes.html"]  # fmt: skip
+    left_out = sorted(Path(c).relative_to(docs.resolve()).as_posix() for c in copies)
+    assert left_out == ["_sources/guide/index.rst.txt", "_sources/library/x.rst.txt",
+                        "_sources/notes.txt"]  # fmt: skip
+    # kept on request, and a copy given by name is always read
+    assert len(discover([docs], keep_copies=True).files) == 7
+    both = discover([docs, docs / "_sources/library/x.rst.txt"])
+    assert docs / "_sources/library/x.rst.txt" in both.files and len(both.copies) == 2
+    # the folder given is `_sources/` itself: its pages are not in the ingest, nothing is a copy
+    assert len(discover([docs / "_sources"]).files) == 4
+
+
+def test_source_copies_setting_from_the_environment() -> None:
+    from rag.config import Settings
+
+    assert Settings().load.source_copies is False
+    assert Settings.from_env({"RAG_SOURCE_COPIES": "1"}).load.source_copies is True
+    with pytest.raises(UsageError, match="RAG_SOURCE_COPIES"):
+        Settings.from_env({"RAG_SOURCE_COPIES": "maybe"})

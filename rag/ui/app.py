@@ -711,6 +711,11 @@ def _ingest_summary(report: IngestReport | None, saved: list[Any], refused: list
             lines.append(f"{len(earlier)} file(s) skipped before are unchanged (see Status).")
         if report.excluded:
             lines.append(f"{len(report.excluded)} document(s) you deleted were left out.")
+        if report.copies:
+            lines.append(
+                f"{len(report.copies)} `_sources/` cop{'y' if len(report.copies) == 1 else 'ies'}"
+                " of pages indexed as HTML were left out (the same text in reST markup)."
+            )
     replaced = [x.name for x in saved if x.replaced]
     if replaced:
         lines.append(f"Replaced the earlier version of: {', '.join(replaced)}.")
