@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 CATALOG = "catalog.sqlite"
+DELETED = "deleted by the user; `rag ingest FILE` brings it back"  # a deleted row's reason
 LOCK = "write.lock"
 
 _SCHEMA = """
@@ -474,6 +475,7 @@ class Index:
                 "choose a writable one with --index DIR"
             ) from e
         index = cls(settings, _new_manifest(settings, embedder_name, dim, chunk))
+        index.catalog_was_missing = False  # made now, with the index: nothing was lost
         if settings.chroma_url:
             # a server collection of the same name left by an earlier index would mix vectors
             index._drop_collection()
@@ -629,6 +631,12 @@ class Index:
     def write_manifest(self) -> None:
         """manifest.json, and a copy in the catalog that `restore_manifest` trusts."""
         self.manifest["chunks"] = self.count_chunks()
+        if not self.catalog_was_missing:
+            # the files the user deleted, kept here too: a catalog rebuilt from the vectors
+            # (which deleted files no longer have) would otherwise forget them, and the next
+            # ingest of their folder would bring them back
+            self.manifest["deleted"] = [r[0] for r in self._db.execute(
+                "SELECT source FROM files WHERE status = 'deleted' ORDER BY source")]  # fmt: skip
         self.manifest["updated"] = time.time()
         self.manifest["versions"] = versions()
         text = json.dumps(self.manifest, indent=2, sort_keys=True)
@@ -854,8 +862,7 @@ class Index:
             if remember:
                 db.executemany(
                     "INSERT INTO files VALUES (?,?,?,?,?,?,?,?)",
-                    [(s, None, "deleted", "deleted by the user; `rag ingest FILE` brings it back",
-                      None, 0, 0, time.time()) for s in sources],
+                    [(s, None, "deleted", DELETED, None, 0, 0, time.time()) for s in sources],
                 )  # fmt: skip
             self._bump(db)
         if old:
@@ -1013,6 +1020,11 @@ class Index:
                      time.time())
                     for src, rs in files.items()
                 ],
+            )  # fmt: skip
+            db.executemany(
+                "INSERT OR IGNORE INTO files VALUES (?,?,?,?,?,?,?,?)",
+                [(s, None, "deleted", DELETED, None, 0, 0, time.time())
+                 for s in self.manifest.get("deleted", []) if s not in files],
             )  # fmt: skip
             self._bump(db)
         self.catalog_was_missing = False

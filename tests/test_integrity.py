@@ -670,3 +670,32 @@ def test_a_vanished_folder_is_removed_and_rag_delete_removes_by_glob(
     assert st["documents"] == 1 and st["health"]["ok"]
     r = run_rag("ingest", str(docs), "--json", index=index)  # left out until named
     assert len(json.loads(r.out)["excluded"]) == 1
+
+
+def test_a_deleted_document_stays_out_after_the_catalog_is_rebuilt(
+    seeded: tuple[Path, Path],
+) -> None:
+    """A deleted file has no vectors, so a catalog rebuilt from them used to forget the
+    deletion, and the next ingest of the folder brought the file back. The manifest keeps
+    the list too."""
+    index, docs = seeded
+    gone = sorted(docs.iterdir())[1]
+    r = run_rag("delete", str(gone), index=index)
+    assert r.code == 0, r.err
+    manifest = json.loads((index / "manifest.json").read_text())
+    assert manifest["deleted"] == [str(gone.resolve())]
+    for f in index.glob("catalog.sqlite*"):
+        f.unlink()
+    r = run_rag("ingest", str(docs), "--json", index=index)
+    assert r.code == 0, r.err
+    report = json.loads(r.out)
+    assert report["chunks_recovered"] > 0 and report["excluded"] == [str(gone.resolve())]
+    # the other file is read again (a recovered file has no fingerprint), its vectors reused
+    assert not report["added"] and report["updated"] == [str(sorted(docs.iterdir())[0].resolve())]
+    assert report["chunks_added"] == 0
+    r = run_rag("status", "--json", index=index)
+    assert json.loads(r.out)["documents"] == 1, r.out
+    # brought back by name, it leaves the list
+    r = run_rag("ingest", str(gone), index=index)
+    assert r.code == 0, r.err
+    assert json.loads((index / "manifest.json").read_text())["deleted"] == []
