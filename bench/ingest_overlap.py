@@ -47,7 +47,7 @@ def main() -> None:
     embedder = make_embedder(settings.embed)
 
     t0 = time.perf_counter()
-    files = discover([args.folder]).files
+    files = discover([args.folder], keep_copies=settings.load.source_copies).files
     docs = [d for d in (load_file(p, settings.load) for p in files) if not isinstance(d, Skipped)]
     chunks = [c for d in docs for c in chunk_document(d, embedder.token_offsets, settings.chunk)]
     read_s = time.perf_counter() - t0

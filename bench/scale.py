@@ -8,12 +8,14 @@
 
 The corpus is the Python 3.11 HTML docs as Debian installs them (`apt-get install
 python3.11-doc`: /usr/share/doc/python3.11/html, 530 pages and their 497 `_sources/` copies,
-~32k chunks), then 2x and 4x it: copy k of every page has a quarter of its words replaced by
-others of the same corpus (a different text, a different hash, and too different for the
-search-time near-duplicate fold). Each (backend, size) runs in a fresh process, so peak RSS is
-that run's. For each it records: ingest wall time and chunks/s, peak RSS, disk, warm search
-p50/p95 (hybrid, k=5) without and with the default rerank, an unchanged re-ingest, an
-incremental ingest of one changed page, and the keyword-index rebuild alone.
+~32k chunks; `rag ingest` leaves the copies out since 2026-12-08, so the figures of
+docs/benchmarks.md are reproduced with RAG_SOURCE_COPIES=1), then 2x and 4x it: copy k of
+every page has a quarter of its words replaced by others of the same corpus (a different
+text, a different hash, and too different for the search-time near-duplicate fold). Each
+(backend, size) runs in a fresh process, so peak RSS is that run's. For each it records:
+ingest wall time and chunks/s, peak RSS, disk, warm search p50/p95 (hybrid, k=5) without and
+with the default rerank, an unchanged re-ingest, an incremental ingest of one changed page,
+and the keyword-index rebuild alone.
 
 What is real and what stands in: reading, HTML parsing, chunking (with MiniLM's own
 tokenizer), the catalog, Chroma (embedded, or a `chroma run` server on 127.0.0.1), BM25 and the
@@ -252,7 +254,7 @@ def real_embedder_rate(roots: list[Path], sample: int = 256) -> float:
 
     settings = Settings.from_env()
     embedder = make_embedder(settings.embed)
-    files = discover(roots).files
+    files = discover(roots, keep_copies=settings.load.source_copies).files
     rng = random.Random(0)
     texts: list[str] = []
     for p in rng.sample(files, min(60, len(files))):

@@ -120,7 +120,8 @@ def cli(
 @click.option("--source-copies", is_flag=True,
               help="Index Sphinx `_sources/` copies of pages indexed as HTML too.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.option("--verbose", "list_all", is_flag=True, help="List unchanged and unsupported files.")
+@click.option("--verbose", "list_all", is_flag=True,
+              help="List unchanged and unsupported files, and source copies left out.")  # fmt: skip
 @pass_ctx
 def ingest(
     c: Context,

@@ -47,7 +47,9 @@ class Discovered(NamedTuple):
     files: list[Path]  # to load, sorted, each file once
     unsupported: list[str]  # files of other types
     outside: list[Skipped]  # links inside a folder to files outside it: not followed
-    copies: list[str]  # Sphinx `_sources/` copies of pages in `files`: left out
+    # Sphinx `_sources/` copies of pages in `files` → the page, not in `files`: loaded only
+    # when their page is not indexed after all (see Rag.ingest)
+    copies: dict[Path, Path]
 
 
 # the suffixes a Sphinx source copy's name can end with: the source's own (.rst, .md, .txt,
@@ -74,19 +76,27 @@ def rendered_page(path: Path) -> list[Path]:
     return [out / rel.parent / f"{stem}.html", out / rel.parent / stem / "index.html"]
 
 
-def source_copies(files: Iterable[Path]) -> set[Path]:
-    """The files that are Sphinx source copies of a rendered page also among `files`: the
-    same text in reST, whose markup (``x``, :func:`y`, directives) the reader would see
-    quoted. Only when the page itself is there: a lone `_sources/` folder is indexed."""
+def source_copies(files: Iterable[Path]) -> dict[Path, Path]:
+    """The files that are Sphinx source copies of a rendered page also among `files`, each
+    with that page: the same text in reST, whose markup (``x``, :func:`y`, directives) the
+    reader would see quoted. Only when the page itself is there: a lone `_sources/` folder
+    is no copy of anything."""
     files = list(files)
-    present = {p.resolve() for p in files}
-    return {p for p in files if any(q.resolve() in present for q in rendered_page(p))}
+    present = {source_name(p): p for p in files}  # realpath: a link loop does not raise
+    out: dict[Path, Path] = {}
+    for p in files:
+        for page in rendered_page(p):
+            if (found := present.get(source_name(page))) is not None:
+                out[p] = found
+                break
+    return out
 
 
 def discover(paths: Iterable[Path], keep_copies: bool = False) -> Discovered:
     """Files to load under `paths` (sorted, hidden entries skipped), the unsupported ones,
     links to files outside the folder given, and (unless `keep_copies`) the `_sources/`
-    copies of rendered pages found in a folder (a file given by name is always loaded)."""
+    copies of rendered pages found in a folder, set apart (a file given by name is always
+    among the files to load)."""
     named: set[Path] = set()
     files: list[Path] = []
     unsupported: list[str] = []
@@ -146,14 +156,12 @@ def discover(paths: Iterable[Path], keep_copies: bool = False) -> Discovered:
         if key not in seen:
             seen.add(key)
             unique.append(p)
-    copies = set() if keep_copies else source_copies(unique)
-    copies = {p for p in copies if p.resolve() not in named}
+    copies = {} if keep_copies else source_copies(unique)
+    copies = {c: page for c, page in copies.items() if c.resolve() not in named}
     return Discovered(
-        [p for p in unique if p not in copies],
-        [source_name(p) for p in unsupported],
-        outside,
-        sorted(source_name(p) for p in copies),
-    )
+        [p for p in unique if p not in copies], [source_name(p) for p in unsupported], outside,
+        copies,
+    )  # fmt: skip
 
 
 def not_there(given: Path | str) -> UsageError:

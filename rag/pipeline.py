@@ -163,6 +163,8 @@ class Rag:
         if health.catalog_lost:
             out["recovered"] = index.recover_catalog()
             health = index.health(full=full)
+        elif index.catalog_was_missing and not index.read_only:
+            index.remember_deletions()  # nothing to recover, but what the user deleted
         if health.missing or full:
             missing = index.missing_vectors()
             for i in range(0, len(missing), WRITE_EVERY):
@@ -227,13 +229,13 @@ class Rag:
         files, unsupported, outside, copies = discover(
             roots, keep_copies=self.settings.load.source_copies
         )
-        report = IngestReport(unsupported=unsupported, skipped=list(outside), copies=copies)
+        report = IngestReport(unsupported=unsupported, skipped=list(outside))
         from .store import write_lock
 
         what = "rag ingest " + " ".join(str(r) for r in roots)
         with write_lock(self.settings.store.index_dir, what[:200]):
             try:
-                self._ingest(roots, files, report, rebuild=rebuild, repair=repair,
+                self._ingest(roots, files, copies, report, rebuild=rebuild, repair=repair,
                              progress=progress)  # fmt: skip
             except KeyboardInterrupt:
                 done = len(report.added) + len(report.updated)
@@ -280,6 +282,7 @@ class Rag:
         self,
         roots: list[Path],
         files: list[Path],
+        copies: dict[Path, Path],
         report: IngestReport,
         *,
         rebuild: bool,
@@ -322,32 +325,42 @@ class Rag:
         known = index.files()
 
         # what changed: compare content hashes with the catalog
-        todo: list[tuple[Path, str, str | None]] = []  # (path, source, old sha or None)
         seen: set[str] = set()
         named = {source_name(r) for r in roots if r.is_file()}  # given by name, not by folder
         limit = int(settings.load.max_file_mb * 1024 * 1024)
-        for n, path in enumerate(files, start=1):
-            source = source_name(path)
-            seen.add(source)
-            if progress:
-                progress("scan", n, len(files))
-            sha = _file_sha(path, limit)
-            row = known.get(source)
-            if row is not None and row.status == "deleted" and source not in named:
-                report.excluded.append(source)  # deleted by the user: not brought back
-                continue
-            if row is not None and sha is not None and row.sha256 == sha:
-                if row.status == "indexed":
-                    report.unchanged.append(source)
-                else:
-                    report.skipped.append(Skipped(source, row.reason or "skipped"))
-                    report.skipped_before.append(source)
-                continue
-            todo.append((path, source, row.sha256 if row else None))
 
+        def scan(paths: list[Path]) -> list[tuple[Path, str, str | None]]:
+            todo: list[tuple[Path, str, str | None]] = []  # (path, source, old sha or None)
+            for n, path in enumerate(paths, start=1):
+                source = source_name(path)
+                seen.add(source)
+                if progress:
+                    progress("scan", n, len(paths))
+                sha = _file_sha(path, limit)
+                row = known.get(source)
+                if row is not None and row.status == "deleted" and source not in named:
+                    report.excluded.append(source)  # deleted by the user: not brought back
+                    continue
+                if row is not None and sha is not None and row.sha256 == sha:
+                    if row.status == "indexed":
+                        report.unchanged.append(source)
+                    else:
+                        report.skipped.append(Skipped(source, row.reason or "skipped"))
+                        report.skipped_before.append(source)
+                    continue
+                todo.append((path, source, row.sha256 if row else None))
+            return todo
+
+        # a `_sources/` copy once given by name (a root of the index) is a file of its own
+        given = set(index.manifest.get("roots", []))
+        files = [*files, *(c for c in copies if source_name(c) in given)]
+        copies = {c: page for c, page in copies.items() if source_name(c) not in given}
+        held = {source_name(c) for c in copies}  # decided once their pages are read
+        todo = scan(files)
         removed = [
-            s for s in known if s not in seen and any(_under(s, source_name(r)) for r in roots)
-        ]
+            s for s in known
+            if s not in seen and s not in held and any(_under(s, source_name(r)) for r in roots)
+        ]  # fmt: skip
         gone = [s for s in removed if known[s].status == "deleted"]  # nothing left to forget
         if gone:
             index.remove_sources(gone)
@@ -393,8 +406,9 @@ class Rag:
             report.chunks_added += len(todo_chunks)
             report.chunks_reused += len(chunks) - len(todo_chunks)
 
-        group: list[tuple[Document, list[Chunk]]] = []
-        try:
+        def process(todo: list[tuple[Path, str, str | None]]) -> None:
+            nonlocal total
+            group: list[tuple[Document, list[Chunk]]] = []
             # read ahead on a thread only when the embedder works elsewhere, to hide reading
             # behind its network round trips; a local one keeps both cores busy and reading
             # is ~5% of a local ingest: a thread beside it measured 0.88× and 1.03× in two
@@ -429,6 +443,28 @@ class Rag:
                         group = []
                 if group:
                     write(group)
+
+        try:
+            process(todo)
+            # a copy is left out only when its page is indexed now; a page too large,
+            # unreadable or without text leaves its copy the only one of that text (a page
+            # the user deleted leaves its copy out too: they asked for neither)
+            indexed = {*report.unchanged, *report.added, *report.updated}
+            excluded = set(report.excluded)
+            alone = [c for c, page in copies.items()
+                     if source_name(page) not in indexed | excluded]  # fmt: skip
+            todo += (more := scan(alone))
+            process(more)
+            left = sorted(held - {source_name(c) for c in alone})
+            report.copies = left
+            # copies indexed earlier (by --source-copies) are forgotten; a copy the user
+            # deleted keeps its row, so that --source-copies does not bring it back
+            drop = [s for s in left if s in known and known[s].status != "deleted"]
+            if drop:
+                report.chunks_removed += sum(known[s].chunks for s in drop)
+                index.remove_sources(drop)
+                report.removed.extend(drop)
+                removed += drop
         finally:
             # even when interrupted: keyword index in step with what was written
             with self._lock:

@@ -1021,14 +1021,27 @@ class Index:
                     for src, rs in files.items()
                 ],
             )  # fmt: skip
-            db.executemany(
-                "INSERT OR IGNORE INTO files VALUES (?,?,?,?,?,?,?,?)",
-                [(s, None, "deleted", DELETED, None, 0, 0, time.time())
-                 for s in self.manifest.get("deleted", []) if s not in files],
-            )  # fmt: skip
+            self._mark_deleted(db)
             self._bump(db)
         self.catalog_was_missing = False
         return len(rows)
+
+    def remember_deletions(self) -> None:
+        """A catalog made anew with no vectors to recover from (the old one lost) learns the
+        files the user had deleted from the manifest's list."""
+        with self._tx() as db:
+            self._mark_deleted(db)
+            self._bump(db)
+        self.catalog_was_missing = False
+
+    def _mark_deleted(self, db: sqlite3.Connection) -> None:
+        """A "deleted" row for each file the manifest lists as deleted and the catalog does
+        not hold (a file with passages was brought back, whatever the list says)."""
+        db.executemany(
+            "INSERT OR IGNORE INTO files VALUES (?,?,?,?,?,?,?,?)",
+            [(s, None, "deleted", DELETED, None, 0, 0, time.time())
+             for s in self.manifest.get("deleted", [])],
+        )  # fmt: skip
 
     def _upsert_vectors(self, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
         step = 1000  # below Chroma's max batch size
@@ -1414,6 +1427,7 @@ def _new_manifest(
 _FIELDS: dict[str, tuple[type, ...]] = {
     "format": (int,), "embedding": (dict,), "chunk": (dict,), "roots": (list,),
     "collection": (str,), "chroma_url": (str, type(None)), "chunks": (int,),
+    "deleted": (list,),
 }  # fmt: skip
 _SUBFIELDS = {"embedding": ("model", "dim"), "chunk": ("size", "overlap")}
 
@@ -1445,8 +1459,9 @@ def _bad_field(data: Any) -> str | None:
             got = data.get(key, {}).get(sub)
             if wrong(got, (str,) if sub == "model" else (int,)):
                 return f'has "{key}.{sub}": {json.dumps(got)[:40]}'
-    if not all(isinstance(r, str) for r in data.get("roots", [])):
-        return '"roots" that are not all paths'
+    for key in ("roots", "deleted"):
+        if not all(isinstance(r, str) for r in data.get(key, [])):
+            return f'"{key}" that are not all paths'
     return None
 
 

@@ -308,3 +308,112 @@ def test_files_are_read_on_a_thread_only_beside_a_remote_embedder(
     readers.clear()
     report = Rag(settings_for(tmp_path / "b"), embedder=Remote()).ingest([corpus])
     assert set(readers) == {"rag-read-ahead"} and report.chunks_total > 0
+
+
+# --- Sphinx `_sources/` copies ------------------------------------------------------------
+
+
+def _docs_with_copies(root: Path) -> dict[str, Path]:
+    """Two pages and their reST copies, as Sphinx lays them out."""
+    paths = {}
+    for name, topic in (("alpha", "tide pools hold anemones"), ("beta", "glaciers carve fjords")):
+        page = root / "library" / f"{name}.html"
+        copy = root / "_sources" / "library" / f"{name}.rst.txt"
+        for p in (page, copy):
+            p.parent.mkdir(parents=True, exist_ok=True)
+        page.write_text(
+            f"<html><body><h1>{name}</h1><p>The {name} page: {topic}.</p></body></html>"
+        )
+        copy.write_text(f"{name}\n=====\n\nThe ``{name}`` page: {topic}.\n")
+        paths[name], paths[f"{name}-copy"] = page, copy
+    return paths
+
+
+def test_a_copy_is_left_out_only_when_its_page_is_indexed(tmp_path: Path) -> None:
+    docs = tmp_path / "html"
+    p = _docs_with_copies(docs)
+    src = {k: str(v.resolve()) for k, v in p.items()}
+    rag = Rag(settings_for(tmp_path / "idx"))
+    report = rag.ingest([docs])
+    assert sorted(report.added) == [src["alpha"], src["beta"]]
+    assert report.copies == [src["alpha-copy"], src["beta-copy"]]
+
+    # a page that cannot be indexed (here: too large) leaves its copy the only one of its text
+    p["beta"].write_text("<p>" + "glaciers carve fjords. " * 400 + "</p>")
+    small = Rag(settings_for(tmp_path / "idx", load={"max_file_mb": 0.005}))
+    report = small.ingest([docs])
+    assert [s.source for s in report.skipped] == [src["beta"]]
+    assert report.added == [src["beta-copy"]] and report.copies == [src["alpha-copy"]]
+    assert small.search("glaciers carve fjords", k=1)[0].chunk.source == src["beta-copy"]
+    small.close()
+
+    # a page the user deleted takes its copy with it
+    rag = Rag(settings_for(tmp_path / "idx"))
+    rag.ingest([docs])
+    rag.delete([src["alpha"]])
+    report = rag.ingest([docs])
+    assert report.excluded == [src["alpha"]] and src["alpha-copy"] in report.copies
+    assert src["alpha-copy"] not in rag.files()
+    rag.close()
+
+
+def test_a_copy_given_by_name_stays_and_a_deleted_one_stays_deleted(tmp_path: Path) -> None:
+    docs = tmp_path / "html"
+    p = _docs_with_copies(docs)
+    src = {k: str(v.resolve()) for k, v in p.items()}
+    rag = Rag(settings_for(tmp_path / "idx"))
+    rag.ingest([docs])
+    assert rag.ingest([p["alpha-copy"]]).added == [src["alpha-copy"]]
+    report = rag.ingest([docs])  # the folder again: the copy named once is a file of its own
+    assert src["alpha-copy"] in report.unchanged and report.copies == [src["beta-copy"]]
+    assert rag.files()[src["alpha-copy"]].status == "indexed"
+    rag.close()
+
+    both = Rag(settings_for(tmp_path / "idx2", load={"source_copies": True}))
+    both.ingest([docs])
+    both.delete([src["beta-copy"]])
+    both.close()
+    plain = Rag(settings_for(tmp_path / "idx2"))
+    assert plain.ingest([docs]).copies == [src["alpha-copy"], src["beta-copy"]]
+    assert plain.index.files()[src["beta-copy"]].status == "deleted"  # not purged as gone
+    plain.close()
+    both = Rag(settings_for(tmp_path / "idx2", load={"source_copies": True}))
+    report = both.ingest([docs])
+    assert report.excluded == [src["beta-copy"]] and src["alpha-copy"] in report.added
+    both.close()
+
+
+def test_a_link_loop_where_a_page_would_be_does_not_stop_discovery(tmp_path: Path) -> None:
+    from rag.loaders import discover
+
+    docs = tmp_path / "html"
+    p = _docs_with_copies(docs)
+    p["alpha"].unlink()
+    p["alpha"].symlink_to(p["alpha"].name)  # library/alpha.html -> itself
+    (docs / "library" / "alpha").symlink_to("alpha")  # the dirhtml place, a loop too
+    found = discover([docs])
+    assert p["alpha-copy"] in found.files and p["alpha-copy"] not in found.copies
+    assert found.copies == {p["beta-copy"]: p["beta"]}
+
+
+def test_deletions_are_in_the_manifest_and_survive_a_catalog_lost_with_no_vectors(
+    tmp_path: Path,
+) -> None:
+    """In one process (a UI or API server on a new index) and after the catalog is lost
+    when nothing is left to recover it from."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "only.txt").write_text("Tide pools hold anemones and small crabs at low tide.")
+    only = str((docs / "only.txt").resolve())
+    rag = Rag(settings_for(tmp_path / "idx"))
+    rag.ingest([docs])
+    rag.delete([only])
+    assert json.loads((tmp_path / "idx" / MANIFEST).read_text())["deleted"] == [only]
+    rag.close()
+    for f in (tmp_path / "idx").glob("catalog.sqlite*"):
+        f.unlink()
+    rag = Rag(settings_for(tmp_path / "idx"))
+    report = rag.ingest([docs])
+    assert report.excluded == [only] and not report.added
+    assert rag.index.files()[only].status == "deleted"
+    rag.close()

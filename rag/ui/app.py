@@ -712,9 +712,10 @@ def _ingest_summary(report: IngestReport | None, saved: list[Any], refused: list
         if report.excluded:
             lines.append(f"{len(report.excluded)} document(s) you deleted were left out.")
         if report.copies:
+            one = len(report.copies) == 1
             lines.append(
-                f"{len(report.copies)} `_sources/` cop{'y' if len(report.copies) == 1 else 'ies'}"
-                " of pages indexed as HTML were left out (the same text in reST markup)."
+                f"Left out {len(report.copies)} `_sources/` cop{'y' if one else 'ies'} of "
+                f"page{'' if one else 's'} indexed as HTML (the same text in reST markup)."
             )
     replaced = [x.name for x in saved if x.replaced]
     if replaced:
