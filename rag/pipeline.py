@@ -449,10 +449,8 @@ class Rag:
             # a copy is left out only when its page is indexed now; a page too large,
             # unreadable or without text leaves its copy the only one of that text (a page
             # the user deleted leaves its copy out too: they asked for neither)
-            indexed = {*report.unchanged, *report.added, *report.updated}
-            excluded = set(report.excluded)
-            alone = [c for c, page in copies.items()
-                     if source_name(page) not in indexed | excluded]  # fmt: skip
+            settled = {*report.unchanged, *report.added, *report.updated, *report.excluded}
+            alone = [c for c, page in copies.items() if source_name(page) not in settled]
             todo += (more := scan(alone))
             process(more)
             left = sorted(held - {source_name(c) for c in alone})
