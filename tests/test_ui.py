@@ -419,3 +419,18 @@ def test_engine_expands_with_the_models_guess_when_asked(seeds_index: Path, tmp_
         assert f"the model's guess: “{guess}”" in render.answer_html(answer, 1)
     finally:
         engine.close()
+
+
+def test_the_ingest_summary_says_what_was_left_out() -> None:
+    from rag.types import IngestReport, Skipped
+    from rag.ui.app import _ingest_summary
+
+    report = IngestReport(added=["/d/library/x.html"], copies=["/d/_sources/library/x.rst.txt"],
+                          skipped=[Skipped("/d/big.pdf", "too large")], chunks_added=3)  # fmt: skip
+    text = _ingest_summary(report, [], [])
+    assert "**Indexed 1 file**" in text and "- added: x.html" in text
+    assert "- **skipped** big.pdf: too large" in text
+    assert "Left out 1 `_sources/` copy of page indexed as HTML" in text
+    report.copies.append("/d/_sources/y.rst.txt")
+    text = _ingest_summary(report, [], [])
+    assert "Left out 2 `_sources/` copies of pages indexed as HTML" in text
