@@ -860,10 +860,7 @@ class Index:
             db.executemany("DELETE FROM chunks WHERE source = ?", [(s,) for s in sources])
             db.executemany("DELETE FROM files WHERE source = ?", [(s,) for s in sources])
             if remember:
-                db.executemany(
-                    "INSERT INTO files VALUES (?,?,?,?,?,?,?,?)",
-                    [(s, None, "deleted", DELETED, None, 0, 0, time.time()) for s in sources],
-                )  # fmt: skip
+                _mark_deleted(db, sources)
             self._bump(db)
         if old:
             self._delete_vectors(old)
@@ -1021,7 +1018,7 @@ class Index:
                     for src, rs in files.items()
                 ],
             )  # fmt: skip
-            self._mark_deleted(db)
+            _mark_deleted(db, self.manifest.get("deleted", []))
             self._bump(db)
         self.catalog_was_missing = False
         return len(rows)
@@ -1030,18 +1027,9 @@ class Index:
         """A catalog made anew with no vectors to recover from (the old one lost) learns the
         files the user had deleted from the manifest's list."""
         with self._tx() as db:
-            self._mark_deleted(db)
+            _mark_deleted(db, self.manifest.get("deleted", []))
             self._bump(db)
         self.catalog_was_missing = False
-
-    def _mark_deleted(self, db: sqlite3.Connection) -> None:
-        """A "deleted" row for each file the manifest lists as deleted and the catalog does
-        not hold (a file with passages was brought back, whatever the list says)."""
-        db.executemany(
-            "INSERT OR IGNORE INTO files VALUES (?,?,?,?,?,?,?,?)",
-            [(s, None, "deleted", DELETED, None, 0, 0, time.time())
-             for s in self.manifest.get("deleted", [])],
-        )  # fmt: skip
 
     def _upsert_vectors(self, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
         step = 1000  # below Chroma's max batch size
@@ -1424,6 +1412,15 @@ def _new_manifest(
 
 
 # what each manifest field must hold when it is there (older manifests may lack some)
+def _mark_deleted(db: sqlite3.Connection, sources: Iterable[str]) -> None:
+    """A "deleted" row for each of `sources` the catalog does not hold (a file with passages
+    was brought back, whatever the manifest's list says)."""
+    db.executemany(
+        "INSERT OR IGNORE INTO files VALUES (?,?,?,?,?,?,?,?)",
+        [(s, None, "deleted", DELETED, None, 0, 0, time.time()) for s in sources],
+    )
+
+
 _FIELDS: dict[str, tuple[type, ...]] = {
     "format": (int,), "embedding": (dict,), "chunk": (dict,), "roots": (list,),
     "collection": (str,), "chroma_url": (str, type(None)), "chunks": (int,),
