@@ -82,10 +82,13 @@ def source_copies(files: Iterable[Path]) -> dict[Path, Path]:
     reader would see quoted. Only when the page itself is there: a lone `_sources/` folder
     is no copy of anything."""
     files = list(files)
+    pages = {p: found for p in files if (found := rendered_page(p))}
+    if not pages:  # no `_sources/` here: no file's real path is needed
+        return {}
     present = {source_name(p): p for p in files}  # realpath: a link loop does not raise
     out: dict[Path, Path] = {}
-    for p in files:
-        for page in rendered_page(p):
+    for p, candidates in pages.items():
+        for page in candidates:
             if (found := present.get(source_name(page))) is not None:
                 out[p] = found
                 break
